@@ -1,0 +1,129 @@
+"""Losses as pure functions returning `(loss, dL/dy_hat)`, averaged over the batch.
+
+Every loss sums over output units and averages over the `n` examples of the batch, so the step size does not
+depend on the batch size. The gradient is with respect to the prediction only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dqn_np._validate import as_2d, check_finite, check_same_shape
+
+TD_KINDS = ("mse", "huber")
+
+
+def _pair(y_hat: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_hat = as_2d("y_hat", y_hat)
+    y = np.asarray(y, dtype=y_hat.dtype)
+    check_same_shape("y", y, "y_hat", y_hat)
+    check_finite("y", y)
+    return y_hat, y
+
+
+def mse(y_hat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared error `L = (1/n) sum ||y_hat - y||^2`; gradient `delta2 = (2/n)(y_hat - y)`.
+
+    Args:
+        y_hat: predictions `(n, n_out)`.
+        y: targets `(n, n_out)`, held constant.
+
+    Returns:
+        The loss and `dL/dy_hat: (n, n_out)`.
+    """
+    y_hat, y = _pair(y_hat, y)
+    diff = y_hat - y
+    n = y_hat.shape[0]
+    return float(np.vdot(diff, diff)) / n, diff * (2.0 / n)
+
+
+def mae(y_hat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean absolute error `L = (1/n) sum |y_hat - y|`; gradient `sign(y_hat - y) / n`, 0 at a tie.
+
+    Args:
+        y_hat: predictions `(n, n_out)`.
+        y: targets `(n, n_out)`, held constant.
+
+    Returns:
+        The loss and `dL/dy_hat: (n, n_out)`.
+    """
+    y_hat, y = _pair(y_hat, y)
+    diff = y_hat - y
+    n = y_hat.shape[0]
+    return float(np.abs(diff).sum()) / n, np.sign(diff) / n
+
+
+def _huber(diff: np.ndarray, delta: float, n: int) -> tuple[float, np.ndarray]:
+    """Huber on residuals `diff`: elementwise `0.5 d^2` if `|d| <= delta` else `delta (|d| - 0.5 delta)`."""
+    if not delta > 0:
+        raise ValueError(f"delta must be a positive number, got {delta!r}")
+    abs_d = np.abs(diff)
+    quadratic = np.minimum(abs_d, delta)  # the part of |d| inside the quadratic zone
+    loss = float((quadratic * (abs_d - 0.5 * quadratic)).sum()) / n  # = 0.5 d^2, or delta (|d| - 0.5 delta)
+    return loss, np.clip(diff, -delta, delta) / n  # derivative: d inside the zone, delta * sign(d) outside
+
+
+def huber(y_hat: np.ndarray, y: np.ndarray, delta: float = 1.0) -> tuple[float, np.ndarray]:
+    """Huber loss, quadratic within `delta` of the target and linear beyond; gradient `clip(y_hat - y, ±delta) / n`.
+
+    Args:
+        y_hat: predictions `(n, n_out)`.
+        y: targets `(n, n_out)`, held constant.
+        delta: where the loss turns from quadratic to linear.
+
+    Returns:
+        The loss and `dL/dy_hat: (n, n_out)`.
+    """
+    y_hat, y = _pair(y_hat, y)
+    return _huber(y_hat - y, delta, y_hat.shape[0])
+
+
+def td_loss(
+    q_values: np.ndarray,
+    actions: np.ndarray,
+    td_targets: np.ndarray,
+    kind: str = "mse",
+    delta: float = 1.0,
+) -> tuple[float, np.ndarray]:
+    """The DQN loss on `Q(s, a)` for the actions taken, with the TD targets held constant (semi-gradient).
+
+    With `mse`: `L = (1/n) sum (Q(s_i, a_i) - y_i)^2` and `delta2[i, a_i] = (2/n)(Q(s_i, a_i) - y_i)`.
+    With `huber`: the Huber loss of the TD error and its derivative `clip(Q - y, ±delta) / n`.
+    `delta2` is zero in every column but the action taken, so backward only moves the taken action's Q-value.
+
+    Args:
+        q_values: online network output `(n, n_actions)`.
+        actions: actions taken `(n,)`, integers in `[0, n_actions)`.
+        td_targets: `y = r + gamma * (1 - terminated) * Q_target(s', a')`, shape `(n,)`.
+        kind: `"mse"` or `"huber"`.
+        delta: the Huber threshold (ignored for `mse`).
+
+    Returns:
+        The loss and `delta2 = dL/dQ: (n, n_actions)`.
+    """
+    q_values = as_2d("q_values", q_values)
+    n, n_actions = q_values.shape
+    actions = np.asarray(actions)
+    if actions.shape != (n,):
+        raise ValueError(f"actions must have shape (batch,) = ({n},) to match q_values, got {actions.shape}")
+    if not np.issubdtype(actions.dtype, np.integer):
+        raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
+    if actions.min() < 0 or actions.max() >= n_actions:
+        bad = actions[(actions < 0) | (actions >= n_actions)][0]
+        raise ValueError(f"actions must be in [0, {n_actions}) for {n_actions} actions, got {bad}")
+    td_targets = np.asarray(td_targets, dtype=q_values.dtype)
+    if td_targets.shape != (n,):
+        raise ValueError(f"td_targets must have shape (batch,) = ({n},) to match q_values, got {td_targets.shape}")
+    check_finite("td_targets", td_targets)
+    if kind not in TD_KINDS:
+        raise ValueError(f"kind must be one of {TD_KINDS}, got {kind!r}")
+
+    rows = np.arange(n)
+    td_error = q_values[rows, actions] - td_targets  # Q(s, a) - y, shape (n,)
+    if kind == "mse":
+        loss, grad_taken = float(np.dot(td_error, td_error)) / n, td_error * (2.0 / n)
+    else:
+        loss, grad_taken = _huber(td_error, delta, n)
+    delta2 = np.zeros_like(q_values)
+    delta2[rows, actions] = grad_taken  # only the taken action's column receives gradient
+    return loss, delta2

@@ -1,0 +1,141 @@
+"""A multilayer perceptron whose backward pass is the chain rule written out by hand.
+
+For the default two layers (`sizes=(n_in, n_hidden, n_out)`) and a loss with gradient `delta2 = dL/dy_hat`:
+
+    z1 = x @ W1.T + b1        h1 = relu(z1)        y_hat = h1 @ W2.T + b2
+    dW2 = delta2.T @ h1       db2 = sum(delta2)
+    delta1 = (delta2 @ W2) * (z1 > 0)
+    dW1 = delta1.T @ x        db1 = sum(delta1)
+
+Deeper networks repeat the middle line once per hidden layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dqn_np._validate import as_2d
+from dqn_np.layers import Linear, ReLU
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _resolve_dtype(dtype: str | type | np.dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+class MLP:
+    """ReLU hidden layers and a linear output, He-initialised from a seeded Generator.
+
+    Args:
+        sizes: layer widths `(n_in, n_hidden_1, ..., n_out)`, at least one hidden layer; `(3, 4, 2)` is the
+            2-layer 3->4->2 net, `(4, 64, 64, 2)` a 3-layer one.
+        rng: the Generator that draws the initial weights.
+        dtype: `float32` (fast training) or `float64` (gradient checks).
+
+    Attributes:
+        params: `{"W1": (n_1, n_0), "b1": (n_1,), "W2": ..., ...}`; updated in place by the optimizers.
+        grads: same keys and shapes as `params`, filled by `backward`.
+
+    Example:
+        >>> import numpy as np
+        >>> net = MLP((3, 4, 2), rng=np.random.default_rng(0))
+        >>> y_hat = net.forward(np.ones((5, 3)))
+        >>> y_hat.shape, net.backward(np.ones((5, 2))).shape, net.grads["W1"].shape
+        ((5, 2), (5, 3), (4, 3))
+    """
+
+    def __init__(self, sizes: Sequence[int], rng: np.random.Generator, dtype: str | type = "float64") -> None:
+        sizes = tuple(sizes)
+        if len(sizes) < 3:
+            raise ValueError(f"sizes must be (n_in, hidden..., n_out) with at least one hidden layer, got {sizes}")
+        for i, n in enumerate(sizes):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"sizes[{i}] must be a positive integer layer width, got {n!r} in {sizes}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        self.sizes = tuple(int(n) for n in sizes)
+        self.dtype = _resolve_dtype(dtype)
+        self.linears: list[Linear] = []
+        self.relus: list[ReLU] = []
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+            # He (Kaiming) normal init for ReLU nets: Var(W) = 2 / fan_in; biases start at zero.
+            W = (rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)).astype(self.dtype)
+            layer = Linear(W, np.zeros(n_out, dtype=self.dtype))
+            self.linears.append(layer)
+            self.params[f"W{i}"], self.params[f"b{i}"] = layer.params["W"], layer.params["b"]
+            self.grads[f"W{i}"], self.grads[f"b{i}"] = layer.grads["W"], layer.grads["b"]
+        self.relus = [ReLU() for _ in self.linears[:-1]]
+
+    @property
+    def n_in(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.sizes[-1]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """`x: (batch, n_in)` -> `y_hat: (batch, n_out)`, caching each layer's input for `backward`."""
+        h = as_2d("x", x, self.n_in, self.dtype)
+        for linear, relu in zip(self.linears, self.relus):
+            h = relu.forward(linear.forward(h))  # h_i = relu(z_i), z_i = h_{i-1} @ W_i.T + b_i
+        return self.linears[-1].forward(h)  # linear output: y_hat = h_L @ W_out.T + b_out
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Same as `forward`."""
+        return self.forward(x)
+
+    def backward(self, delta_out: np.ndarray) -> np.ndarray:
+        """Backpropagate `delta_out = dL/dy_hat: (batch, n_out)`; fill `grads`; return `dL/dx: (batch, n_in)`."""
+        x = self.linears[0]._x
+        if x is None:
+            raise RuntimeError("MLP.backward called before forward")
+        delta = np.asarray(delta_out, dtype=self.dtype)
+        if delta.shape != (x.shape[0], self.n_out):
+            raise ValueError(
+                f"delta_out must have shape (batch, n_out) = {(x.shape[0], self.n_out)} to match the last forward, "
+                f"got {delta.shape}"
+            )
+        for linear, relu in zip(reversed(self.linears[1:]), reversed(self.relus)):
+            grad_h = linear.backward(delta)  # dW2 = delta2.T @ h1, db2 = sum(delta2); returns delta2 @ W2
+            delta = relu.backward(grad_h)  # delta1 = (delta2 @ W2) * (z1 > 0)
+        return self.linears[0].backward(delta)  # dW1 = delta1.T @ x, db1 = sum(delta1); returns dL/dx
+
+    def copy_from(self, other: MLP) -> None:
+        """Hard update: copy every parameter of `other` (same sizes) into this network, in place."""
+        self.soft_update_from(other, tau=1.0)
+
+    def soft_update_from(self, other: MLP, tau: float) -> None:
+        """Polyak update `theta' <- tau * theta + (1 - tau) * theta'` with `theta` from `other`, in place."""
+        if not isinstance(other, MLP) or other.sizes != self.sizes:
+            got = other.sizes if isinstance(other, MLP) else type(other).__name__
+            raise ValueError(f"other must be an MLP with sizes {self.sizes}, got {got}")
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {tau}")
+        for name, p in self.params.items():
+            if tau == 1.0:
+                np.copyto(p, other.params[name])
+            else:
+                p *= 1.0 - tau
+                p += tau * other.params[name]
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        """Copy `params` (same keys and shapes as `self.params`, finite) into this network, in place."""
+        if set(params) != set(self.params):
+            raise ValueError(f"params must have keys {sorted(self.params)}, got {sorted(params)}")
+        for name, p in self.params.items():
+            value = np.asarray(params[name])
+            if value.shape != p.shape:
+                raise ValueError(f"params[{name!r}] must have shape {p.shape}, got {value.shape}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"params[{name!r}] must be finite")
+        for name, p in self.params.items():
+            np.copyto(p, params[name])
