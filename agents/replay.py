@@ -1,0 +1,415 @@
+"""Uniform experience replay: a ring of preallocated arrays sampled into a `Batch`.
+
+One transition ``(obs, action, reward, next_obs, terminated)`` goes in per environment step
+(`ReplayBuffer.add`) or per vector-environment step (`ReplayBuffer.add_batch`); `ReplayBuffer.sample`
+draws a `Batch` uniformly with replacement for the TD target.
+
+``terminated`` is the environment's *terminated* flag only. A time-limit truncation is stored as
+``terminated=0`` so the TD target still bootstraps from ``next_obs``; never store
+``terminated or truncated``. Transitions produced by a vector environment's autoreset step (whose
+``obs`` is the last observation of the previous episode and ``next_obs`` the reset observation) must be
+filtered out by the caller before `add_batch`.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> buffer = ReplayBuffer(capacity=100, obs_dim=4, rng=rng)
+    >>> buffer.add(np.zeros(4), 1, 1.0, np.ones(4), terminated=False)
+    >>> batch = buffer.sample(8)
+    >>> batch.obs.shape, batch.actions.dtype, batch.terminated.tolist()[:2]
+    ((8, 4), dtype('int64'), [0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_ARRAY_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
+_SCALAR_KEYS = ("pos", "size", "capacity")
+
+
+class Batch(NamedTuple):
+    """A sampled minibatch of transitions; float arrays are in the buffer's dtype.
+
+    Attributes:
+        obs: ``(batch, obs_dim)`` observations the actions were taken in.
+        actions: ``(batch,)`` int64 actions taken.
+        rewards: ``(batch,)`` rewards received.
+        next_obs: ``(batch, obs_dim)`` observations after the step.
+        terminated: ``(batch,)`` 1.0 where the episode truly terminated, 0.0 otherwise (including
+            time-limit truncation, so the TD target bootstraps from ``next_obs``).
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+
+
+class ReplayBuffer:
+    """Fixed-capacity ring buffer of transitions, overwriting the oldest when full.
+
+    Slots ``[0, len(self))`` are always the filled ones, so sampling draws indices from that range.
+
+    Args:
+        capacity: Maximum number of transitions kept, >= 1.
+        obs_dim: Length of one observation vector, >= 1.
+        rng: Generator used by `sample`, and only there. Its state is not part of `state_dict`;
+            save ``rng.bit_generator.state`` alongside it to resume sampling exactly.
+        dtype: float32 or float64; dtype of the stored and sampled float arrays.
+
+    Raises:
+        TypeError: If ``capacity``/``obs_dim`` are not integers or ``rng`` is not a Generator.
+        ValueError: If ``capacity``/``obs_dim`` are < 1 or ``dtype`` is not float32/float64.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        rng: np.random.Generator,
+        dtype: npt.DTypeLike = np.float32,
+    ) -> None:
+        capacity = _positive_int(capacity, "capacity")
+        obs_dim = _positive_int(obs_dim, "obs_dim")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        self._capacity = capacity
+        self._obs_dim = obs_dim
+        self._obs_shape = (obs_dim,)
+        self._rng = rng
+        self._dtype = dtype
+        self._obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
+        self._actions = np.zeros(capacity, dtype=np.int64)  # (capacity,)
+        self._rewards = np.zeros(capacity, dtype=dtype)  # (capacity,)
+        self._next_obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
+        self._terminated = np.zeros(capacity, dtype=dtype)  # (capacity,)
+        self._pos = 0  # slot the next transition is written to
+        self._size = 0  # number of filled slots
+
+    @property
+    def capacity(self) -> int:
+        """Maximum number of transitions kept."""
+        return self._capacity
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of one observation vector."""
+        return self._obs_dim
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of the stored float arrays."""
+        return self._dtype
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The Generator `sample` draws from (save its `bit_generator.state` to resume sampling exactly)."""
+        return self._rng
+
+    def __len__(self) -> int:
+        """Number of transitions currently stored, at most `capacity`."""
+        return self._size
+
+    def add(
+        self,
+        obs: npt.ArrayLike,
+        action: int,
+        reward: float,
+        next_obs: npt.ArrayLike,
+        terminated: bool | float,
+    ) -> None:
+        """Store one transition, overwriting the oldest if the buffer is full.
+
+        Everything is validated before anything is written, so a rejected transition leaves the
+        buffer unchanged.
+
+        Args:
+            obs: ``(obs_dim,)`` finite observation the action was taken in.
+            action: Integer action >= 0 (Python or NumPy integer; not bool or float).
+            reward: Finite real reward.
+            next_obs: ``(obs_dim,)`` finite observation after the step (finite even when terminated,
+                since ``0 * nan`` is nan in the TD target).
+            terminated: True/1 only if the episode truly terminated; False/0 on truncation.
+
+        Raises:
+            ValueError: On a wrong shape, a non-finite value, a negative action, or ``terminated``
+                not in {0, 1}.
+            TypeError: If ``action`` is not an integer or ``reward``/``terminated`` are not real scalars.
+        """
+        obs = np.asarray(obs)  # no copy for an ndarray; the slot assignment below is the only copy
+        next_obs = np.asarray(next_obs)
+        if obs.shape != self._obs_shape:
+            raise ValueError(f"obs must have shape {self._obs_shape}, got {obs.shape}")
+        if next_obs.shape != self._obs_shape:
+            raise ValueError(f"next_obs must have shape {self._obs_shape}, got {next_obs.shape}")
+        _check_finite(obs, "obs")
+        _check_finite(next_obs, "next_obs")
+        action = _action_index(action)
+        reward = _real_scalar(reward, "reward")
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward}")
+        terminated = _real_scalar(terminated, "terminated")
+        if terminated != 0.0 and terminated != 1.0:
+            raise ValueError(f"terminated must be 0/False or 1/True, got {terminated}")
+
+        i = self._pos
+        self._obs[i] = obs
+        self._actions[i] = action
+        self._rewards[i] = reward
+        self._next_obs[i] = next_obs
+        self._terminated[i] = terminated
+        self._pos = i + 1 if i + 1 < self._capacity else 0
+        if self._size < self._capacity:
+            self._size += 1
+
+    def add_batch(
+        self,
+        obs: npt.ArrayLike,
+        actions: npt.ArrayLike,
+        rewards: npt.ArrayLike,
+        next_obs: npt.ArrayLike,
+        terminated: npt.ArrayLike,
+    ) -> None:
+        """Store ``k`` transitions; the result equals ``k`` sequential `add` calls in row order.
+
+        Wrap-around takes at most two slice copies per array. If ``k > capacity`` only the last
+        ``capacity`` rows are kept. ``k == 0`` is allowed and does nothing. Everything is validated
+        before anything is written.
+
+        Args:
+            obs: ``(k, obs_dim)`` finite observations.
+            actions: ``(k,)`` integer-dtype actions >= 0.
+            rewards: ``(k,)`` finite rewards.
+            next_obs: ``(k, obs_dim)`` finite next observations.
+            terminated: ``(k,)`` bool or 0/1 values; 1 only where the episode truly terminated.
+
+        Raises:
+            ValueError: On a wrong or inconsistent shape, a non-finite value, a negative action, or a
+                ``terminated`` value not in {0, 1}.
+            TypeError: If ``actions`` does not have an integer dtype.
+        """
+        obs = np.asarray(obs)
+        if obs.ndim != 2 or obs.shape[1] != self._obs_dim:
+            raise ValueError(f"obs must have shape (k, {self._obs_dim}), got {obs.shape}")
+        k = obs.shape[0]
+        next_obs = np.asarray(next_obs)
+        if next_obs.shape != obs.shape:
+            raise ValueError(f"next_obs must have shape {obs.shape} (same as obs), got {next_obs.shape}")
+        actions = np.asarray(actions)
+        rewards = np.asarray(rewards)
+        terminated = np.asarray(terminated)
+        for name, array in (("actions", actions), ("rewards", rewards), ("terminated", terminated)):
+            if array.shape != (k,):
+                raise ValueError(f"{name} must have shape ({k},) to match obs {obs.shape}, got {array.shape}")
+        if k == 0:
+            return
+        _check_actions(actions)
+        _check_finite(obs, "obs")
+        _check_finite(next_obs, "next_obs")
+        _check_finite(rewards, "rewards")
+        _check_binary(terminated, "terminated")
+
+        cap = self._capacity
+        drop = max(0, k - cap)  # rows overwritten within this very batch
+        n = k - drop
+        start = (self._pos + drop) % cap  # where row `drop` lands after k sequential adds
+        first = min(n, cap - start)  # rows that fit before the end of the ring
+        for ring, data in (
+            (self._obs, obs),
+            (self._actions, actions),
+            (self._rewards, rewards),
+            (self._next_obs, next_obs),
+            (self._terminated, terminated),
+        ):
+            ring[start : start + first] = data[drop : drop + first]
+            ring[: n - first] = data[drop + first :]
+        self._pos = (self._pos + k) % cap
+        self._size = min(self._size + k, cap)
+
+    def sample(self, batch_size: int) -> Batch:
+        """Draw ``batch_size`` transitions uniformly with replacement from the filled slots.
+
+        Args:
+            batch_size: Number of transitions, >= 1 (may exceed ``len(self)``).
+
+        Returns:
+            A `Batch` of freshly allocated arrays with leading dimension ``batch_size``; writing to
+            them never changes the buffer.
+
+        Raises:
+            TypeError: If ``batch_size`` is not an integer.
+            ValueError: If ``batch_size`` < 1 or the buffer is empty.
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        if self._size == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer (len 0); add transitions first")
+        idx = self._rng.integers(0, self._size, size=batch_size)  # (batch,)
+        return Batch(
+            obs=self._obs[idx],
+            actions=self._actions[idx],
+            rewards=self._rewards[idx],
+            next_obs=self._next_obs[idx],
+            terminated=self._terminated[idx],
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Snapshot the buffer as plain arrays, safe for ``np.savez`` / ``np.load(allow_pickle=False)``.
+
+        The sampling Generator's state is not included: save ``rng.bit_generator.state`` separately and
+        restore it to reproduce later samples.
+
+        Returns:
+            Copies of the filled slots, in slot order: ``obs`` and ``next_obs`` ``(len, obs_dim)``,
+            ``actions`` ``(len,)`` int64, ``rewards`` and ``terminated`` ``(len,)``; plus 0-d int64
+            ``pos`` (next slot written), ``size`` (``len``) and ``capacity``.
+        """
+        n = self._size
+        return {
+            "obs": self._obs[:n].copy(),
+            "actions": self._actions[:n].copy(),
+            "rewards": self._rewards[:n].copy(),
+            "next_obs": self._next_obs[:n].copy(),
+            "terminated": self._terminated[:n].copy(),
+            "pos": np.array(self._pos, dtype=np.int64),
+            "size": np.array(n, dtype=np.int64),
+            "capacity": np.array(self._capacity, dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a snapshot from `state_dict` exactly; the buffer is unchanged if validation fails.
+
+        The buffer must have the same capacity, obs_dim and dtype as the one that was saved.
+
+        Args:
+            state: Mapping with exactly the keys produced by `state_dict`.
+
+        Raises:
+            ValueError: Naming the offending key, on missing/unexpected keys or a wrong shape, dtype
+                or value.
+        """
+        missing = sorted(set(_ARRAY_KEYS + _SCALAR_KEYS) - set(state))
+        unexpected = sorted(set(state) - set(_ARRAY_KEYS + _SCALAR_KEYS))
+        if missing or unexpected:
+            raise ValueError(f"state keys mismatch: missing {missing}, unexpected {unexpected}")
+        scalars = {}
+        for key in _SCALAR_KEYS:
+            value = np.asarray(state[key])
+            if value.shape != () or value.dtype != np.int64:
+                raise ValueError(f"state['{key}'] must be a 0-d int64 array, got shape {value.shape} {value.dtype}")
+            scalars[key] = int(value)
+        cap, pos, size = scalars["capacity"], scalars["pos"], scalars["size"]
+        if cap != self._capacity:
+            raise ValueError(f"state['capacity'] must equal this buffer's capacity {self._capacity}, got {cap}")
+        if not 0 <= size <= cap:
+            raise ValueError(f"state['size'] must be in [0, {cap}], got {size}")
+        expected_pos = f"{size}" if size < cap else f"in [0, {cap})"
+        if (size < cap and pos != size) or not 0 <= pos < cap:
+            raise ValueError(f"state['pos'] must be {expected_pos} for size {size}, got {pos}")
+        expected = {
+            "obs": ((size, self._obs_dim), self._dtype),
+            "actions": ((size,), np.dtype(np.int64)),
+            "rewards": ((size,), self._dtype),
+            "next_obs": ((size, self._obs_dim), self._dtype),
+            "terminated": ((size,), self._dtype),
+        }
+        arrays = {}
+        for key, (shape, dtype) in expected.items():
+            value = state[key]
+            if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype != dtype:
+                got = f"{value.shape} {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+                raise ValueError(f"state['{key}'] must be a {shape} {dtype} array, got {got}")
+            arrays[key] = value
+        if size:
+            _check_actions(arrays["actions"], "state['actions']")
+            for key in ("obs", "rewards", "next_obs"):
+                _check_finite(arrays[key], f"state['{key}']")
+            _check_binary(arrays["terminated"], "state['terminated']")
+
+        for ring in (self._obs, self._actions, self._rewards, self._next_obs, self._terminated):
+            ring.fill(0)
+        self._obs[:size] = arrays["obs"]
+        self._actions[:size] = arrays["actions"]
+        self._rewards[:size] = arrays["rewards"]
+        self._next_obs[:size] = arrays["next_obs"]
+        self._terminated[:size] = arrays["terminated"]
+        self._pos, self._size = pos, size
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as an int >= 1, raising TypeError (not an integer) or ValueError (< 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool {value}")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}") from None
+    if result < 1:
+        raise ValueError(f"{name} must be >= 1, got {result}")
+    return result
+
+
+def _action_index(action: Any) -> int:
+    """Return a scalar integer ``action`` >= 0 as int; bool and float are rejected."""
+    if isinstance(action, (bool, np.bool_)):
+        raise TypeError(f"action must be an integer, got bool {action}")
+    try:
+        result = operator.index(action)
+    except TypeError:
+        raise TypeError(f"action must be an integer, got {action!r} of type {type(action).__name__}") from None
+    if result < 0:
+        raise ValueError(f"action must be >= 0, got {result}")
+    return result
+
+
+def _real_scalar(value: Any, name: str) -> float:
+    """Return a real scalar (Python/NumPy number, bool or 0-d numeric array) as float."""
+    if isinstance(value, np.ndarray):
+        if value.shape != () or value.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be a real scalar, got an array of shape {value.shape} {value.dtype}")
+    elif not isinstance(value, (numbers.Real, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    return float(value)
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    """Raise TypeError if ``array`` is not numeric, ValueError naming its first non-finite entry."""
+    _check_numeric(array, name)
+    finite = np.isfinite(array)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{name} must be finite, got {array[where]} at index {where}")
+
+
+def _check_actions(actions: np.ndarray, name: str = "actions") -> None:
+    """Raise TypeError unless ``actions`` has an integer dtype, ValueError if any entry is < 0."""
+    if actions.dtype.kind not in "iu":
+        raise TypeError(f"{name} must have an integer dtype, got {actions.dtype}")
+    if actions.dtype.kind == "i" and (actions < 0).any():
+        where = int(np.argmax(actions < 0))
+        raise ValueError(f"{name} must be >= 0, got {actions[where]} at index {where}")
+
+
+def _check_binary(array: np.ndarray, name: str) -> None:
+    """Raise ValueError unless every entry of ``array`` is 0/False or 1/True."""
+    _check_numeric(array, name)
+    ok = (array == 0) | (array == 1)
+    if not ok.all():
+        where = int(np.argmax(~ok))
+        raise ValueError(f"{name} must be 0/False or 1/True, got {array[where]} at index {where}")
+
+
+def _check_numeric(array: np.ndarray, name: str) -> None:
+    """Raise TypeError unless ``array`` has a bool, integer or real floating dtype."""
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
