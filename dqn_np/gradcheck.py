@@ -6,14 +6,17 @@ non-zero if any parameter's relative error exceeds the tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from dqn_np.losses import huber, mae, mse, td_loss
 from dqn_np.mlp import MLP
 
 DEFAULT_TOL = 1e-6
+DEFAULT_EPS = 1e-6
 
 
 class ParamReport(NamedTuple):
@@ -40,7 +43,7 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
 
 
 def numerical_gradient(
-    loss_fn: Callable[[], float], param: np.ndarray, indices: list[tuple[int, ...]], eps: float = 1e-6
+    loss_fn: Callable[[], float], param: np.ndarray, indices: list[tuple[int, ...]], eps: float = DEFAULT_EPS
 ) -> np.ndarray:
     """Central differences `(L(p + eps) - L(p - eps)) / (2 eps)` at each index of `param`, perturbed in place.
 
@@ -69,7 +72,7 @@ def check_gradients(
     loss_fn: Callable[[], float],
     params: dict[str, np.ndarray],
     grads: dict[str, np.ndarray],
-    eps: float = 1e-6,
+    eps: float = DEFAULT_EPS,
     tol: float = DEFAULT_TOL,
     max_entries: int | None = None,
     rng: np.random.Generator | None = None,
@@ -90,11 +93,19 @@ def check_gradients(
     """
     if grads.keys() != params.keys():
         raise ValueError(f"grads must have the keys of params {sorted(params)}, got {sorted(grads)}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps!r}")
+    if max_entries is not None and max_entries < 1:
+        raise ValueError(f"max_entries must be a positive integer or None, got {max_entries!r}")
     if max_entries is not None and rng is None:
         raise ValueError("rng is required when max_entries is set (it draws the sampled entries)")
     for name, p in params.items():
         if p.dtype != np.float64:
             raise ValueError(f"params[{name!r}] must be float64 for a gradient check, got {p.dtype}")
+        if np.shape(grads[name]) != p.shape:
+            raise ValueError(
+                f"grads[{name!r}] must have shape {p.shape} like params[{name!r}], got {np.shape(grads[name])}"
+            )
     analytic = {name: np.array(g, dtype=np.float64) for name, g in grads.items()}
     reports = []
     for name, p in params.items():
@@ -132,12 +143,105 @@ def check_mlp(
     return check_gradients(lambda: loss(mlp.forward(x))[0], mlp.params, mlp.grads, **kwargs)
 
 
-def format_report(reports: list[ParamReport], tol: float = DEFAULT_TOL) -> str:
-    """A table: parameter, shape, entries checked, relative error, largest absolute error, pass/fail."""
-    lines = [f"{'param':<8} {'shape':<12} {'checked':>8} {'rel error':>10} {'max |a-n|':>10}  result (tol {tol:g})"]
-    for r in reports:
+def format_report(reports: Sequence[ParamReport], tol: float = DEFAULT_TOL, depths: Sequence[int] | None = None) -> str:
+    """A table: parameter, shape, entries checked, relative error, largest absolute error, pass/fail.
+
+    Args:
+        reports: one row each.
+        tol: the tolerance the verdicts were made with (shown in the header).
+        depths: if given, one hidden-layer count per report, shown in a leading `depth` column.
+    """
+    if depths is not None and len(depths) != len(reports):
+        raise ValueError(f"depths must have one entry per report ({len(reports)}), got {len(depths)}")
+    lead = [f"{d:>5} " for d in depths] if depths is not None else [""] * len(reports)
+    header = "depth " if depths is not None else ""
+    columns = f"{'param':<8} {'shape':<12} {'checked':>8} {'rel error':>10} {'max |a-n|':>10}  result (tol {tol:g})"
+    lines = [header + columns]
+    for prefix, r in zip(lead, reports, strict=True):
         verdict = "pass" if r.passed else "FAIL"
         lines.append(
-            f"{r.name:<8} {str(r.shape):<12} {r.n_checked:>8} {r.rel_error:>10.2e} {r.max_abs_error:>10.2e}  {verdict}"
+            f"{prefix}{r.name:<8} {str(r.shape):<12} {r.n_checked:>8} {r.rel_error:>10.2e} {r.max_abs_error:>10.2e}  "
+            f"{verdict}"
         )
     return "\n".join(lines)
+
+
+DEPTHS = (1, 2, 3)  # hidden layers of the MLPs the command line checks
+BATCH_SIZES = (1, 7, 64)
+N_IN, N_HIDDEN, N_OUT = 4, 16, 3
+
+
+def _losses(y_hat: np.ndarray, rng: np.random.Generator) -> dict[str, Callable[[np.ndarray], tuple[float, np.ndarray]]]:
+    """Every loss with random targets bound, for predictions near `y_hat: (batch, n_out)`."""
+    n, n_out = y_hat.shape
+    y = rng.standard_normal((n, n_out)) * 2.0  # spread 2: residuals fall on both sides of Huber's delta = 1
+    # MAE's kink is at a zero residual: keep every residual at least 1 away so eps never crosses it.
+    y_far = y_hat + rng.choice([-1.0, 1.0], size=(n, n_out)) * (1.0 + np.abs(rng.standard_normal((n, n_out))))
+    actions, td_targets = rng.integers(0, n_out, size=n), rng.standard_normal(n) * 2.0
+    return {
+        "mse": lambda q: mse(q, y),
+        "mae": lambda q: mae(q, y_far),
+        "huber": lambda q: huber(q, y),
+        "td_mse": lambda q: td_loss(q, actions, td_targets, kind="mse"),
+        "td_huber": lambda q: td_loss(q, actions, td_targets, kind="huber"),
+    }
+
+
+def _worst(reports: Sequence[ParamReport]) -> ParamReport:
+    """One parameter's checks merged: entries checked in total, the largest errors, pass only if all passed."""
+    first = reports[0]
+    return first._replace(
+        n_checked=sum(r.n_checked for r in reports),
+        rel_error=max(r.rel_error for r in reports),
+        max_abs_error=max(r.max_abs_error for r in reports),
+        passed=all(r.passed for r in reports),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Gradient-check float64 MLPs with 1, 2 and 3 hidden layers under every loss and print one table.
+
+    Returns:
+        0 if every parameter passes at every depth, loss and batch size, 1 otherwise.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m dqn_np.gradcheck", description="Gradient-check the MLP's backward pass under every loss."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Generator for weights and data (default 0)")
+    parser.add_argument("--tol", type=float, default=DEFAULT_TOL, help="largest passing relative error (default 1e-6)")
+    parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="central-difference step (default 1e-6)")
+    parser.add_argument("--max-entries", type=int, help="check this many sampled entries per parameter (default all)")
+    args = parser.parse_args(argv)
+    if not args.eps > 0 or (args.max_entries is not None and args.max_entries < 1):
+        parser.error(f"--eps must be positive and --max-entries at least 1, got {args.eps} and {args.max_entries}")
+
+    rng = np.random.default_rng(args.seed)
+    rows, depths, failures = [], [], []
+    for depth in DEPTHS:
+        mlp = MLP((N_IN,) + (N_HIDDEN,) * depth + (N_OUT,), rng=rng, dtype="float64")
+        for name, p in mlp.params.items():
+            if name.startswith("b"):  # zero biases would put pre-activations exactly on the ReLU kink
+                p[...] = rng.normal(scale=0.1, size=p.shape)
+        checks: dict[str, list[ParamReport]] = {name: [] for name in mlp.params}
+        for batch in BATCH_SIZES:
+            x = rng.standard_normal((batch, N_IN))
+            losses = _losses(mlp.forward(x), rng)
+            for loss_name, loss in losses.items():
+                reports = check_mlp(mlp, x, loss, eps=args.eps, tol=args.tol, max_entries=args.max_entries, rng=rng)
+                for r in reports:
+                    checks[r.name].append(r)
+                if not all(r.passed for r in reports):
+                    failures.append(f"depth {depth} {loss_name} batch {batch}")
+        rows += [_worst(reps) for reps in checks.values()]
+        depths += [depth] * len(checks)
+    batches = ", ".join(map(str, BATCH_SIZES))
+    print(f"float64 MLP {N_IN} -> {N_HIDDEN} x depth -> {N_OUT}; worst relative error per parameter over losses")
+    print(f"{', '.join(losses)} and batch sizes {batches} (seed {args.seed}, eps {args.eps:g})")
+    print(format_report(rows, tol=args.tol, depths=depths))
+    more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+    print(f"FAIL ({len(failures)} checks): {'; '.join(failures[:5])}{more}" if failures else "all pass")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,12 +19,13 @@ import numpy as np
 from dqn_np._validate import as_2d
 from dqn_np.layers import Linear, ReLU
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
-
 
 def _resolve_dtype(dtype: str | type | np.dtype) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    try:  # np.dtype raises TypeError on unknown names and maps None to float64; both are caller errors here
+        dt = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
 
@@ -65,7 +66,7 @@ class MLP:
         self.relus: list[ReLU] = []
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
-        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True), start=1):
             # He (Kaiming) normal init for ReLU nets: Var(W) = 2 / fan_in; biases start at zero.
             W = (rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)).astype(self.dtype)
             layer = Linear(W, np.zeros(n_out, dtype=self.dtype))
@@ -85,7 +86,7 @@ class MLP:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """`x: (batch, n_in)` -> `y_hat: (batch, n_out)`, caching each layer's input for `backward`."""
         h = as_2d("x", x, self.n_in, self.dtype)
-        for linear, relu in zip(self.linears, self.relus):
+        for linear, relu in zip(self.linears, self.relus, strict=False):  # one ReLU fewer: the output is linear
             h = relu.forward(linear.forward(h))  # h_i = relu(z_i), z_i = h_{i-1} @ W_i.T + b_i
         return self.linears[-1].forward(h)  # linear output: y_hat = h_L @ W_out.T + b_out
 
@@ -104,7 +105,7 @@ class MLP:
                 f"delta_out must have shape (batch, n_out) = {(x.shape[0], self.n_out)} to match the last forward, "
                 f"got {delta.shape}"
             )
-        for linear, relu in zip(reversed(self.linears[1:]), reversed(self.relus)):
+        for linear, relu in zip(reversed(self.linears[1:]), reversed(self.relus), strict=True):
             grad_h = linear.backward(delta)  # dW2 = delta2.T @ h1, db2 = sum(delta2); returns delta2 @ W2
             delta = relu.backward(grad_h)  # delta1 = (delta2 @ W2) * (z1 > 0)
         return self.linears[0].backward(delta)  # dW1 = delta1.T @ x, db1 = sum(delta1); returns dL/dx

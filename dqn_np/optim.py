@@ -12,7 +12,7 @@ Params = dict[str, np.ndarray]
 
 
 def _check_lr(lr: float) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     return float(lr)
 
@@ -54,7 +54,9 @@ class _Optimizer:
                 continue
             slot, _, name = key.partition(".")
             if slot not in arrays or not name:
-                raise ValueError(f"optimizer state key {key!r} is not one of '<slot>.<param>' with slot in {self.slots}")
+                raise ValueError(
+                    f"optimizer state key {key!r} is not one of '<slot>.<param>' with slot in {self.slots}"
+                )
             arrays[slot][name] = np.array(value)
         self.t = int(state["t"])
         self.state = arrays
@@ -100,7 +102,8 @@ class SGD(_Optimizer):
 class Adam(_Optimizer):
     """Adam with bias correction (Kingma & Ba; PyTorch's form, eps outside the square root).
 
-    Update: `m <- b1 m + (1-b1) g`, `v <- b2 v + (1-b2) g^2`, `theta <- theta - lr (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)`.
+    Update: `m <- b1 m + (1-b1) g`, `v <- b2 v + (1-b2) g^2`,
+    `theta <- theta - lr (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)`.
 
     Args:
         lr: learning rate.

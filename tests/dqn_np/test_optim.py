@@ -1,0 +1,187 @@
+"""Tests for dqn_np.optim: SGD and Adam against per-step formulas written out, clipping, state round trip."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from dqn_np.losses import mse
+from dqn_np.mlp import MLP
+from dqn_np.optim import SGD, Adam, clip_grad_norm
+
+N_STEPS = 4
+
+
+def start() -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """Parameters W (2, 3), b (2,) and a different gradient for each of N_STEPS steps."""
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((2, 3)), "b": rng.standard_normal(2)}
+    grads = [
+        {name: rng.standard_normal(p.shape) * 10.0 ** rng.integers(-3, 3) for name, p in params.items()}
+        for _ in range(N_STEPS)
+    ]
+    return params, grads
+
+
+def run(optimizer, params, grads) -> list[dict[str, np.ndarray]]:
+    """Step `optimizer` once per gradient; return a copy of the parameters after each step."""
+    history = []
+    for g in grads:
+        optimizer.step(params, {name: a.copy() for name, a in g.items()})
+        history.append({name: p.copy() for name, p in params.items()})
+    return history
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_matches_the_per_step_formula(momentum):
+    lr = 0.1
+    params, grads = start()
+    history = run(SGD(lr=lr, momentum=momentum), params, grads)
+    theta, _ = start()
+    for name in theta:
+        v = 0.0
+        for t, g in enumerate(grads):
+            # PyTorch's momentum: v_1 = g_1, v_t = momentum * v_{t-1} + g_t; theta -= lr * v_t
+            v = g[name] if t == 0 else momentum * v + g[name]
+            theta[name] = theta[name] - lr * v
+            np.testing.assert_allclose(history[t][name], theta[name], rtol=1e-13, atol=1e-13, err_msg=f"{name} {t}")
+
+
+def test_sgd_with_momentum_differs_from_plain_sgd_after_the_first_step():
+    params0, grads = start()
+    params9 = {name: p.copy() for name, p in params0.items()}
+    plain, heavy = run(SGD(lr=0.1), params0, grads), run(SGD(lr=0.1, momentum=0.9), params9, grads)
+    np.testing.assert_array_equal(plain[0]["W"], heavy[0]["W"])  # v_1 = g_1
+    assert not np.allclose(plain[1]["W"], heavy[1]["W"])
+
+
+@pytest.mark.parametrize(("lr", "betas", "eps"), [(1e-3, (0.9, 0.999), 1e-8), (0.05, (0.5, 0.9), 1e-3)])
+def test_adam_matches_the_per_step_formula_with_bias_correction(lr, betas, eps):
+    b1, b2 = betas
+    params, grads = start()
+    history = run(Adam(lr=lr, betas=betas, eps=eps), params, grads)
+    theta, _ = start()
+    for name in theta:
+        m = v = 0.0
+        for t, g in enumerate(grads, start=1):
+            m = b1 * m + (1 - b1) * g[name]
+            v = b2 * v + (1 - b2) * g[name] ** 2
+            m_hat = m / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            theta[name] = theta[name] - lr * m_hat / (np.sqrt(v_hat) + eps)
+            np.testing.assert_allclose(history[t - 1][name], theta[name], rtol=1e-13, atol=1e-15, err_msg=name)
+
+
+def test_adam_first_step_moves_every_parameter_by_lr_times_sign_of_its_gradient():
+    lr = 1e-3
+    g = np.array([1e-3, -2e-2, 5.0, -300.0, 7e4])  # magnitudes over eight orders
+    p = np.zeros_like(g)
+    Adam(lr=lr).step({"p": p}, {"p": g})
+    np.testing.assert_allclose(p, -lr * np.sign(g), rtol=1e-4)
+
+
+def test_clip_grad_norm_scales_all_gradients_together_and_returns_the_pre_clip_norm():
+    grads = {"W": np.array([[3.0, 0.0]]), "b": np.array([0.0, 4.0])}  # global norm 5
+    w, b = grads["W"], grads["b"]
+    norm = clip_grad_norm(grads, max_norm=1.0)
+    assert norm == 5.0
+    assert grads["W"] is w and grads["b"] is b  # in place
+    np.testing.assert_allclose(grads["W"], [[0.6, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(grads["b"], [0.0, 0.8], rtol=1e-6)
+    assert grads["W"][0, 0] / 3.0 == grads["b"][1] / 4.0  # one common factor, direction kept
+    new_norm = np.sqrt(np.sum(grads["W"] ** 2) + np.sum(grads["b"] ** 2))
+    assert new_norm <= 1.0 and new_norm == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [5.0, 10.0])
+def test_clip_grad_norm_leaves_gradients_untouched_at_or_below_max_norm(max_norm):
+    grads = {"W": np.array([[3.0, 0.0]]), "b": np.array([0.0, 4.0])}
+    assert clip_grad_norm(grads, max_norm=max_norm) == 5.0
+    np.testing.assert_array_equal(grads["W"], [[3.0, 0.0]])
+    np.testing.assert_array_equal(grads["b"], [0.0, 4.0])
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])
+def test_clip_grad_norm_rejects_non_positive_max_norm(max_norm):
+    with pytest.raises(ValueError, match=f"max_norm must be positive, got {max_norm}"):
+        clip_grad_norm({"W": np.ones(2)}, max_norm=max_norm)
+
+
+OPTIMIZERS = {"sgd": lambda: SGD(lr=0.1), "momentum": lambda: SGD(lr=0.1, momentum=0.9), "adam": lambda: Adam(lr=0.01)}
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_restored_optimizer_continues_bit_identically(kind):
+    params, grads = start()
+    uninterrupted = run(OPTIMIZERS[kind](), {name: p.copy() for name, p in params.items()}, grads)
+
+    first = OPTIMIZERS[kind]()
+    run(first, params, grads[:2])
+    buffer = io.BytesIO()  # through a checkpoint file: plain arrays, no pickle
+    np.savez(buffer, **first.state_dict())
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as saved:
+        state = dict(saved)
+    resumed = OPTIMIZERS[kind]()
+    resumed.load_state_dict(state)
+    assert resumed.t == 2
+    continued = run(resumed, params, grads[2:])
+    for name in params:
+        np.testing.assert_array_equal(continued[-1][name], uninterrupted[-1][name])
+
+
+def test_state_dict_is_a_copy_and_keyed_per_parameter():
+    mlp = MLP((3, 4, 4, 2), rng=np.random.default_rng(0))
+    adam = Adam(lr=0.01)
+    _, delta2 = mse(mlp.forward(np.ones((2, 3))), np.zeros((2, 2)))
+    mlp.backward(delta2)
+    adam.step(mlp.params, mlp.grads)
+    state = adam.state_dict()
+    assert set(state) == {"t"} | {f"{slot}.{name}" for slot in ("m", "v") for name in mlp.params}
+    for name in mlp.params:  # one moment per parameter: no two layers share state
+        assert state[f"m.{name}"].shape == mlp.params[name].shape
+        np.testing.assert_allclose(state[f"m.{name}"], 0.1 * mlp.grads[name], rtol=1e-14)
+    state["m.W1"] += 1.0
+    assert not np.array_equal(adam.state["m"]["W1"], state["m.W1"])
+
+
+@pytest.mark.parametrize(
+    ("state", "match"),
+    [
+        ({"m.W": np.zeros(2)}, r"optimizer state must hold 't', got keys \['m.W'\]"),
+        ({"t": np.array(1), "velocity.W": np.zeros(2)}, r"optimizer state key 'velocity.W' is not one of"),
+        ({"t": np.array(1), "m": np.zeros(2)}, r"optimizer state key 'm' is not one of"),
+    ],
+)
+def test_load_state_dict_rejects_unknown_keys(state, match):
+    with pytest.raises(ValueError, match=match):
+        Adam().load_state_dict(state)
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf"), True, "0.1"])
+def test_optimizers_reject_bad_learning_rates(lr):
+    for cls in (SGD, Adam):
+        with pytest.raises(ValueError, match=f"lr must be a positive finite number, got {lr!r}"):
+            cls(lr=lr)
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0, float("nan")])
+def test_sgd_rejects_momentum_outside_0_1(momentum):
+    with pytest.raises(ValueError, match=rf"momentum must be in \[0, 1\), got {momentum}"):
+        SGD(lr=0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize(("betas", "eps"), [((1.0, 0.999), 1e-8), ((0.9, -0.1), 1e-8), ((0.9, 0.999), 0.0)])
+def test_adam_rejects_bad_betas_and_eps(betas, eps):
+    with pytest.raises(ValueError, match="betas must both be in|eps must be positive"):
+        Adam(betas=betas, eps=eps)
+
+
+@pytest.mark.parametrize("opt", [SGD(lr=0.1), Adam()], ids=["SGD", "Adam"])
+def test_step_rejects_grads_with_other_keys(opt):
+    params = {"W1": np.zeros(2), "b1": np.zeros(1)}
+    with pytest.raises(ValueError, match=r"grads must have the keys of params \['W1', 'b1'\], got \['W1'\]"):
+        opt.step(params, {"W1": np.ones(2)})
+    np.testing.assert_array_equal(params["W1"], 0.0)
