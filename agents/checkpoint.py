@@ -1,0 +1,173 @@
+"""Checkpoint files: one versioned `.npz` of plain arrays, written atomically, read with `allow_pickle=False`.
+
+Layout of the archive:
+    format          "dqn-np"                        identifies our files
+    format_version  int                             refused when newer than FORMAT_VERSION
+    config          JSON of DQNConfig
+    meta            JSON: obs_dim, n_actions and whatever the writer adds (counters, RNG states, ...)
+    online.W1, target.W1, optim.m.W1, replay.obs, ...   the arrays
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+
+from agents.config import DQNConfig
+
+FORMAT = "dqn-np"
+FORMAT_VERSION = 1
+_RESERVED = ("format", "format_version", "config", "meta")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be read: missing, corrupt, not ours, too new, or not matching the environment."""
+
+
+class Checkpoint(NamedTuple):
+    """What `load_checkpoint` returns."""
+
+    path: Path
+    config: DQNConfig
+    obs_dim: int
+    n_actions: int
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write to a temporary file in the same folder, fsync it, then `os.replace` it over `path`.
+
+    A failure at any point leaves the previous `path` untouched and removes the temporary file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` atomically (see `atomic_open`)."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: str | Path,
+    config: DQNConfig,
+    obs_dim: int,
+    n_actions: int,
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any] | None = None,
+    write: Callable[..., None] = np.savez,
+) -> Path:
+    """Write a checkpoint atomically and return its path.
+
+    Args:
+        path: the `.npz` file to (re)place.
+        config: the run's config.
+        obs_dim: observation length the networks take.
+        n_actions: number of actions the networks output.
+        arrays: named numeric arrays (no object arrays).
+        meta: JSON-serialisable extras (counters, RNG states as `bit_generator.state` dicts, ...).
+        write: the archive writer (`np.savez`; `np.savez_compressed` for smaller replay files).
+    """
+    path = Path(path)
+    clash = set(arrays) & set(_RESERVED)
+    if clash:
+        raise ValueError(f"arrays must not use the reserved keys {sorted(clash)}")
+    for key, a in arrays.items():
+        if np.asarray(a).dtype.kind not in "biuf":
+            raise ValueError(f"arrays[{key!r}] must be numeric, got dtype {np.asarray(a).dtype}")
+    header = {
+        "format": np.array(FORMAT),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "config": np.array(config.to_json()),
+        "meta": np.array(json.dumps({**(meta or {}), "obs_dim": int(obs_dim), "n_actions": int(n_actions)})),
+    }
+    with atomic_open(path) as f:
+        write(f, **header, **arrays)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint; every failure raises `CheckpointError` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # np.load would return a lone .npy array, or try to unpickle anything else
+        raise CheckpointError(f"{path}: not a .npz archive (truncated, corrupt, or another kind of file)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except ValueError as e:
+        if "object arrays cannot be loaded" in str(e).lower():  # numpy's words for a pickled array
+            raise CheckpointError(
+                f"{path}: refused: the file holds pickled Python objects, which are never loaded") from e
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({e})") from e
+    # Damaged bytes surface as many types (BadZipFile, OSError, EOFError, KeyError, and also NotImplementedError or
+    # RuntimeError from a garbled zip flag or method, TokenError from a garbled .npy header): all mean "corrupt".
+    except Exception as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from e
+    if "format" not in arrays or str(arrays["format"]) != FORMAT:
+        raise CheckpointError(f"{path}: not a dqn-np checkpoint (no 'format' = {FORMAT!r} entry)")
+    try:
+        version = int(arrays.pop("format_version", -1))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid format version ({e})") from e
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer dqn-np (format version {version}); this version reads up to {FORMAT_VERSION}"
+        )
+    if version < 1:
+        raise CheckpointError(f"{path}: invalid format version {version}")
+    try:
+        config = DQNConfig.from_json(str(arrays.pop("config")))
+        meta = json.loads(str(arrays.pop("meta")))
+        obs_dim, n_actions = int(meta["obs_dim"]), int(meta["n_actions"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid config or metadata ({e})") from e
+    arrays.pop("format")
+    return Checkpoint(path, config, obs_dim, n_actions, arrays, meta)
+
+
+def check_compatible(ckpt: Checkpoint, obs_dim: int, n_actions: int, env_id: str) -> None:
+    """Raise `CheckpointError` unless the checkpoint's network fits the environment's observation and action sizes."""
+    if (ckpt.obs_dim, ckpt.n_actions) != (obs_dim, n_actions):
+        raise CheckpointError(
+            f"{ckpt.path}: network takes {ckpt.obs_dim} observation values and has {ckpt.n_actions} actions, "
+            f"but {env_id} has {obs_dim} and {n_actions}"
+        )

@@ -1,0 +1,179 @@
+"""DQNConfig: every hyperparameter of a DQN run in one frozen, validated dataclass.
+
+Each field has a one-line docstring under it; `field_docs()` reads them so the command line (`agents.cli`) and
+the README table are generated from this one place.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("mse", "huber")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Hyperparameters of the agent, its replay buffer, the training loop and evaluation."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the Q-network's hidden ReLU layers (the input and output widths come from the environment)."""
+    dtype: str = "float32"
+    """Floating-point type of the networks and replay buffer: float32 (fast) or float64."""
+    optimizer: str = "adam"
+    """Optimizer: adam or sgd."""
+    learning_rate: float = 1e-3
+    """Optimizer step size."""
+    momentum: float = 0.0
+    """SGD momentum in [0, 1); ignored by adam."""
+    gamma: float = 0.99
+    """Discount factor in [0, 1]."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    buffer_size: int = 50_000
+    """Replay capacity in transitions; the oldest are overwritten."""
+    learning_starts: int = 1_000
+    """Environment steps of experience collected before the first gradient step (>= batch_size)."""
+    train_freq: int = 1
+    """Take gradient steps every this many environment steps."""
+    gradient_steps: int = 1
+    """Gradient steps taken each time training happens."""
+    target_update_interval: int = 500
+    """Gradient steps between target-network updates."""
+    tau: float = 1.0
+    """Target update weight in (0, 1]: 1 copies the online network (hard update), less is a Polyak average."""
+    double_dqn: bool = True
+    """Double DQN: the online network picks a' and the target network evaluates it."""
+    loss: str = "huber"
+    """TD loss: mse or huber."""
+    huber_delta: float = 1.0
+    """Where the Huber loss turns from quadratic to linear."""
+    max_grad_norm: float = 10.0
+    """Global gradient-norm clipping threshold; 0 disables clipping."""
+    epsilon_start: float = 1.0
+    """Exploration probability at the first step."""
+    epsilon_end: float = 0.05
+    """Exploration probability after the decay."""
+    epsilon_decay_steps: int = 10_000
+    """Environment steps over which epsilon falls linearly (absolute, so a longer --total-steps keeps the schedule)."""
+    eval_freq: int = 2_000
+    """Greedy evaluation every this many environment steps; 0 disables evaluation during training."""
+    eval_episodes: int = 20
+    """Episodes per greedy evaluation (solving needs at least 20)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "hidden_sizes":
+                value = _check_sizes(value)
+                object.__setattr__(self, f.name, value)
+            else:
+                _check_type(f.name, value, f.type)
+        for name, ok, allowed in _RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"DQNConfig.{name} must be {allowed}, got {value!r}")
+        if self.batch_size > self.buffer_size:
+            raise ValueError(
+                f"DQNConfig.batch_size must be <= buffer_size ({self.buffer_size}), got {self.batch_size}"
+            )
+        if self.learning_starts < self.batch_size:
+            raise ValueError(
+                f"DQNConfig.learning_starts must be >= batch_size ({self.batch_size}), got {self.learning_starts}"
+            )
+
+    def to_json(self) -> str:
+        """The config as a JSON object (tuples become lists)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DQNConfig:
+        """Rebuild (and re-validate) a config from `to_json()` output; unknown keys raise ValueError."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"config JSON must be an object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"config JSON has unknown fields {unknown}; known fields are {sorted(names)}")
+        if "hidden_sizes" in data and isinstance(data["hidden_sizes"], list):
+            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+        return cls(**data)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond float range (e.g. 10**400) is no finite float either
+        return False
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    checks = {
+        "int": (_is_int, "an integer"),
+        "float": (_is_real, "a finite number"),
+        "bool": (lambda v: isinstance(v, bool), "true or false"),
+        "str": (lambda v: isinstance(v, str), "a string"),
+    }
+    ok, what = checks[annotation]
+    if not ok(value):
+        raise ValueError(f"DQNConfig.{name} must be {what}, got {value!r} ({type(value).__name__})")
+
+
+def _check_sizes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"DQNConfig.hidden_sizes must be a sequence of positive integers, got {value!r}")
+    sizes = tuple(value)
+    if not sizes or not all(_is_int(n) and n >= 1 for n in sizes):
+        raise ValueError(f"DQNConfig.hidden_sizes must be one or more positive integers, got {value!r}")
+    return sizes
+
+
+_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("dtype", lambda v: v in DTYPES, f"one of {DTYPES}"),
+    ("optimizer", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+    ("learning_rate", lambda v: v > 0, "> 0"),
+    ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("gamma", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("batch_size", lambda v: v >= 1, ">= 1"),
+    ("buffer_size", lambda v: v >= 1, ">= 1"),
+    ("learning_starts", lambda v: v >= 0, ">= 0"),
+    ("train_freq", lambda v: v >= 1, ">= 1"),
+    ("gradient_steps", lambda v: v >= 1, ">= 1"),
+    ("target_update_interval", lambda v: v >= 1, ">= 1"),
+    ("tau", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("loss", lambda v: v in LOSSES, f"one of {LOSSES}"),
+    ("huber_delta", lambda v: v > 0, "> 0"),
+    ("max_grad_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    ("epsilon_start", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("epsilon_end", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("epsilon_decay_steps", lambda v: v >= 0, ">= 0"),
+    ("eval_freq", lambda v: v >= 0, ">= 0 (0 disables evaluation)"),
+    ("eval_episodes", lambda v: v >= 1, ">= 1"),
+)
+
+
+@cache
+def field_docs() -> dict[str, str]:
+    """`{field name: the one-line docstring under it}`, read from this module's source."""
+    tree = ast.parse(inspect.getsource(DQNConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value).strip()  # type: ignore[union-attr]
+    return docs

@@ -1,0 +1,323 @@
+"""Tests for agents.dqn: the update is one optimizer step on the gradient-checked TD loss, Double DQN targets,
+target-network sync, epsilon-greedy acting, divergence detection and save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.config import DQNConfig
+from agents.dqn import DivergenceError, DQNAgent
+from agents.replay import Batch
+from dqn_np import SGD, Adam, td_loss
+from dqn_np.gradcheck import check_gradients
+
+OBS_DIM, N_ACTIONS, BATCH = 3, 3, 6
+
+
+def make_config(**overrides) -> DQNConfig:
+    """A small float64 agent config; no clipping and no target sync unless asked for."""
+    base = dict(hidden_sizes=(8, 8), dtype="float64", batch_size=BATCH, buffer_size=100, learning_starts=BATCH,
+                learning_rate=1e-2, max_grad_norm=0.0, target_update_interval=10_000, gamma=0.9)
+    return DQNConfig(**{**base, **overrides})
+
+
+def make_agent(config: DQNConfig, seed: int = 0, obs_dim: int = OBS_DIM, n_actions: int = N_ACTIONS) -> DQNAgent:
+    """An agent whose biases (online and target) are small random values and whose target differs from online.
+
+    Non-zero biases keep every pre-activation away from the ReLU kink, where central differences are meaningless.
+    """
+    rng = np.random.default_rng(seed)
+    agent = DQNAgent(obs_dim, n_actions, config, rng)
+    init = np.random.default_rng(seed + 1000)
+    for net in (agent.online, agent.target):
+        for name, p in net.params.items():
+            if name.startswith("b"):
+                p[...] = init.normal(scale=0.1, size=p.shape)
+            else:
+                p += init.normal(scale=0.05, size=p.shape)  # the target is not a copy of the online network
+    return agent
+
+
+def random_batch(seed: int, n: int = BATCH, obs_dim: int = OBS_DIM, n_actions: int = N_ACTIONS,
+                 dtype=np.float64, reward_scale: float = 3.0) -> Batch:
+    """Random transitions with both terminated values and TD errors on both sides of Huber's delta = 1."""
+    rng = np.random.default_rng(seed)
+    terminated = np.zeros(n, dtype=dtype)
+    terminated[::2] = 1.0
+    return Batch(
+        obs=rng.standard_normal((n, obs_dim)).astype(dtype),
+        actions=rng.integers(0, n_actions, size=n),
+        rewards=(reward_scale * rng.standard_normal(n)).astype(dtype),
+        next_obs=rng.standard_normal((n, obs_dim)).astype(dtype),
+        terminated=terminated,
+    )
+
+
+def copy_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.copy() for k, v in params.items()}
+
+
+def assert_arrays_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def fresh_optimizer(config: DQNConfig) -> Adam | SGD:
+    """An optimizer built independently of the agent, from the config alone."""
+    if config.optimizer == "adam":
+        return Adam(config.learning_rate)
+    return SGD(config.learning_rate, config.momentum)
+
+
+def checked_gradients(agent: DQNAgent, batch: Batch) -> dict[str, np.ndarray]:
+    """The analytic TD-loss gradients after forward/backward, verified against central differences."""
+    cfg = agent.config
+    y = agent.td_targets(batch).copy()  # held fixed: the semi-gradient treats the target as a constant
+
+    def loss_fn() -> float:
+        return td_loss(agent.online.forward(batch.obs), batch.actions, y, kind=cfg.loss, delta=cfg.huber_delta)[0]
+
+    _, delta2 = td_loss(agent.online.forward(batch.obs), batch.actions, y, kind=cfg.loss, delta=cfg.huber_delta)
+    agent.online.backward(delta2)
+    grads = copy_params(agent.online.grads)
+    reports = check_gradients(loss_fn, agent.online.params, agent.online.grads)
+    assert [r.name for r in reports] == list(agent.online.params)
+    for r in reports:
+        assert r.rel_error < 1e-6, r
+    assert any(np.abs(g).max() > 1e-3 for g in grads.values())  # not a vacuous all-zero gradient
+    return grads
+
+
+# --- the update is one optimizer step on the checked gradient -------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+@pytest.mark.parametrize("double_dqn", [True, False])
+def test_update_is_one_optimizer_step_on_the_checked_td_gradient(double_dqn, loss, optimizer):
+    cfg = make_config(double_dqn=double_dqn, loss=loss, optimizer=optimizer)
+    agent = make_agent(cfg, seed=1)
+    batch = random_batch(seed=2)
+    grads = checked_gradients(agent, batch)
+    if loss == "huber":  # the batch exercises both the quadratic and the linear zone
+        td_error = np.abs(agent.q_values(batch.obs)[np.arange(BATCH), batch.actions] - agent.td_targets(batch))
+        assert (td_error < cfg.huber_delta).any() and (td_error > cfg.huber_delta).any()
+
+    before = copy_params(agent.online.params)
+    expected = copy_params(before)
+    fresh_optimizer(cfg).step(expected, grads)
+    metrics = agent.update(batch)
+
+    assert agent.n_updates == 1
+    for name, p in agent.online.params.items():
+        assert not np.array_equal(p, before[name]), name
+        np.testing.assert_allclose(p, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    assert set(metrics) == {"loss", "q_mean", "grad_norm", "td_abs"}
+    assert metrics["grad_norm"] == pytest.approx(np.sqrt(sum(float((g * g).sum()) for g in grads.values())))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_update_clips_the_checked_gradient_to_max_grad_norm(optimizer):
+    cfg = make_config(optimizer=optimizer, max_grad_norm=0.05)
+    agent = make_agent(cfg, seed=3)
+    batch = random_batch(seed=4)
+    grads = checked_gradients(agent, batch)
+    norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    assert norm > 10 * cfg.max_grad_norm  # clipping is active
+    clipped = {k: g * (cfg.max_grad_norm / (norm + 1e-6)) for k, g in grads.items()}
+    expected = copy_params(agent.online.params)
+    fresh_optimizer(cfg).step(expected, clipped)
+
+    metrics = agent.update(batch)
+
+    assert metrics["grad_norm"] == pytest.approx(norm, rel=1e-12)
+    for name, p in agent.online.params.items():
+        np.testing.assert_allclose(p, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+# --- TD targets ------------------------------------------------------------------------------------------
+
+
+def hand_built_agent(double_dqn: bool) -> DQNAgent:
+    """2 inputs, 4 hidden units, 2 actions; h = relu(x) on the first two units, so Q is linear in a positive s'.
+
+    Online: Q(s', .) = (s'_0, s'_1). Target: Q'(s', .) = (3 s'_1, 5 s'_0). At s' = (2, 1) the online argmax is 0
+    (Q = (2, 1)) but the target's is 1 (Q' = (3, 10)).
+    """
+    cfg = DQNConfig(hidden_sizes=(4,), dtype="float64", gamma=0.9, double_dqn=double_dqn, batch_size=3,
+                    learning_starts=3, buffer_size=10)
+    agent = DQNAgent(2, 2, cfg, np.random.default_rng(0))
+    W1 = np.zeros((4, 2))
+    W1[0, 0] = W1[1, 1] = 1.0
+    for net, W2 in ((agent.online, [[1.0, 0, 0, 0], [0, 1.0, 0, 0]]), (agent.target, [[0, 3.0, 0, 0], [5.0, 0, 0, 0]])):
+        net.params["W1"][...] = W1
+        net.params["b1"][...] = 0.0
+        net.params["W2"][...] = W2
+        net.params["b2"][...] = 0.0
+    return agent
+
+
+@pytest.mark.parametrize("double_dqn, bootstrap_value", [(True, 3.0), (False, 10.0)])
+def test_td_targets_by_hand(double_dqn, bootstrap_value):
+    agent = hand_built_agent(double_dqn)
+    next_obs = np.array([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0]])
+    np.testing.assert_array_equal(agent.online.forward(next_obs)[0], [2.0, 1.0])
+    np.testing.assert_array_equal(agent.target.forward(next_obs)[0], [3.0, 10.0])
+    batch = Batch(obs=np.zeros((3, 2)), actions=np.array([0, 1, 0]), rewards=np.array([0.5, -1.25, 2.0]),
+                  next_obs=next_obs, terminated=np.array([0.0, 1.0, 0.0]))  # row 2: a truncation, terminated=0
+
+    y = agent.td_targets(batch)
+
+    assert y.shape == (3,)
+    # Double DQN: a' = argmax online = 0, evaluated by the target (3); plain DQN: max of the target (10).
+    assert y[0] == pytest.approx(0.5 + 0.9 * bootstrap_value, rel=1e-15)
+    assert y[1] == -1.25  # terminated: y = r exactly, no bootstrap
+    assert y[2] == pytest.approx(2.0 + 0.9 * bootstrap_value, rel=1e-15)  # truncated transitions still bootstrap
+
+
+def test_td_targets_use_the_target_network_and_not_the_online_one():
+    agent = make_agent(make_config(double_dqn=False), seed=5)
+    batch = random_batch(seed=6)
+    q_next = agent.target.forward(batch.next_obs)
+    expected = batch.rewards + 0.9 * (1 - batch.terminated) * q_next.max(axis=1)
+    np.testing.assert_allclose(agent.td_targets(batch), expected, rtol=1e-14)
+    online = agent.online.forward(batch.next_obs).max(axis=1)
+    assert not np.allclose(online, q_next.max(axis=1))  # the check above could tell the two apart
+
+
+# --- target network --------------------------------------------------------------------------------------
+
+
+def nets_equal(agent: DQNAgent) -> bool:
+    return all(np.array_equal(agent.online.params[k], agent.target.params[k]) for k in agent.online.params)
+
+
+@pytest.mark.parametrize("interval", [1, 3, 5])
+def test_hard_target_sync_every_interval(interval):
+    agent = make_agent(make_config(target_update_interval=interval, tau=1.0), seed=7)
+    batch = random_batch(seed=8)
+    for n in range(1, 2 * interval + 2):
+        agent.update(batch)
+        assert agent.n_updates == n
+        assert nets_equal(agent) == (n % interval == 0), n
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_soft_target_update_at_the_interval(tau):
+    interval = 3
+    agent = make_agent(make_config(target_update_interval=interval, tau=tau), seed=9)
+    batch = random_batch(seed=10)
+    old_target = copy_params(agent.target.params)
+    for _ in range(interval - 1):
+        agent.update(batch)
+        assert_arrays_equal(agent.target.params, old_target)  # the target stays still between syncs
+    agent.update(batch)
+    for name, p in agent.target.params.items():
+        expected = tau * agent.online.params[name] + (1 - tau) * old_target[name]
+        np.testing.assert_allclose(p, expected, rtol=1e-12, atol=1e-15, err_msg=name)
+        assert not np.allclose(p, agent.online.params[name])
+
+
+# --- acting ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_actions", [2, 5])
+def test_act_greedy_is_argmax(n_actions):
+    agent = make_agent(make_config(), seed=11, n_actions=n_actions)
+    obs = np.random.default_rng(12).standard_normal((200, OBS_DIM))
+    actions = [agent.act(o, epsilon=0.0) for o in obs]
+    np.testing.assert_array_equal(actions, agent.q_values(obs).argmax(axis=1))
+    assert len(set(actions)) > 1  # the inputs reach more than one greedy action
+
+
+@pytest.mark.parametrize("n_actions, lo, hi", [(2, 0.4, 0.6), (4, 0.2, 0.3)])
+def test_act_epsilon_one_is_uniform(n_actions, lo, hi):
+    agent = make_agent(make_config(), seed=13, n_actions=n_actions)
+    obs = np.ones(OBS_DIM)
+    counts = np.bincount([agent.act(obs, epsilon=1.0) for _ in range(2000)], minlength=n_actions)
+    assert counts.shape == (n_actions,)
+    freq = counts / counts.sum()
+    assert ((freq > lo) & (freq < hi)).all(), freq
+
+
+def test_act_is_reproducible_with_the_same_seed():
+    obs = np.random.default_rng(14).standard_normal((300, OBS_DIM))
+
+    def actions(seed: int) -> list[int]:
+        agent = DQNAgent(OBS_DIM, N_ACTIONS, make_config(), np.random.default_rng(seed))
+        return [agent.act(o, epsilon=0.5) for o in obs]
+
+    assert actions(0) == actions(0)
+    assert actions(0) != actions(1)
+
+
+# --- divergence ------------------------------------------------------------------------------------------
+
+
+# A NaN in the online network reaches Q(s, .) from any parameter; one in the target reaches the TD target from the
+# first layer (every Q' becomes NaN), whereas a NaN confined to one action's output may never be selected as a'.
+@pytest.mark.parametrize("net, param", [("online", "W1"), ("online", "b2"), ("online", "W3"), ("target", "W1"),
+                                        ("target", "b1")])
+def test_nan_parameter_raises_and_changes_nothing(net, param):
+    agent = make_agent(make_config(), seed=15)
+    batch = random_batch(seed=16)
+    agent.update(batch)  # the optimizer has state worth protecting
+    getattr(agent, net).params[param].flat[0] = np.nan
+    online, target = copy_params(agent.online.params), copy_params(agent.target.params)
+    optim = agent.optimizer.state_dict()
+
+    with pytest.raises(DivergenceError, match="non-finite"):
+        agent.update(batch)
+
+    assert agent.n_updates == 1
+    assert_arrays_equal(agent.online.params, online)  # assert_array_equal treats NaN == NaN
+    assert_arrays_equal(agent.target.params, target)
+    assert_arrays_equal(agent.optimizer.state_dict(), optim)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_reward_raises_and_changes_nothing(bad):
+    agent = make_agent(make_config(), seed=17)
+    batch = random_batch(seed=18)
+    batch.rewards[3] = bad
+    online, optim = copy_params(agent.online.params), agent.optimizer.state_dict()
+    with pytest.raises(DivergenceError, match="TD target"):
+        agent.update(batch)
+    assert agent.n_updates == 0
+    assert_arrays_equal(agent.online.params, online)
+    assert_arrays_equal(agent.optimizer.state_dict(), optim)
+
+
+# --- persistence -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer, momentum", [("adam", 0.0), ("sgd", 0.9)])
+def test_save_load_round_trip(tmp_path, dtype, optimizer, momentum):
+    cfg = make_config(dtype=dtype, optimizer=optimizer, momentum=momentum, target_update_interval=2, tau=0.5)
+    agent = make_agent(cfg, seed=19)
+    batch = random_batch(seed=20, dtype=np.dtype(dtype))
+    for _ in range(3):
+        agent.update(batch)
+        agent.act(np.ones(OBS_DIM), epsilon=0.5)
+
+    path = agent.save(tmp_path / "agent.npz")
+    loaded = DQNAgent.load(path)
+
+    assert loaded.config == cfg
+    assert (loaded.obs_dim, loaded.n_actions, loaded.n_updates) == (OBS_DIM, N_ACTIONS, 3)
+    obs = np.random.default_rng(21).standard_normal((10, OBS_DIM))
+    np.testing.assert_array_equal(loaded.q_values(obs), agent.q_values(obs))
+    assert loaded.q_values(obs).dtype == np.dtype(dtype)
+    assert_arrays_equal(loaded.online.params, agent.online.params)
+    assert_arrays_equal(loaded.target.params, agent.target.params)
+    assert_arrays_equal(loaded.optimizer.state_dict(), agent.optimizer.state_dict())
+    assert loaded.rng.bit_generator.state == agent.rng.bit_generator.state
+    # ... so both continue identically: exploration and the next update.
+    assert [loaded.act(o, 0.5) for o in obs] == [agent.act(o, 0.5) for o in obs]
+    loaded.update(batch)
+    agent.update(batch)
+    assert_arrays_equal(loaded.online.params, agent.online.params)
+    assert_arrays_equal(loaded.target.params, agent.target.params)
