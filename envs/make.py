@@ -57,6 +57,8 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
             f"env_id {env_id!r} is not a registered Gymnasium environment ({err}); expected an id such as "
             f"'CartPole-v1' or one of the dqn_np diagnostic ids {', '.join(DIAGNOSTIC_IDS)}"
         ) from err
+    except gym.error.Error as err:  # a malformed id, a missing optional dependency, ...
+        raise EnvError(f"cannot create env_id {env_id!r}: {err}") from err
     try:
         check_spaces(env)
     except EnvError:
