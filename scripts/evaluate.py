@@ -1,0 +1,88 @@
+"""Greedy evaluation of a saved agent: mean ± std of the return over N seeded episodes.
+
+Takes a `best.npz` / `final.npz` or a training checkpoint. The environment defaults to the `env_id` recorded in the
+file (CartPole-v1 if none); episode i starts from `reset(seed + i)`, so the same command gives the same numbers.
+Every error (missing, corrupt, foreign or too-new file; unknown environment; a network that does not fit the
+environment) is one line on stderr and exit status 2.
+
+Usage:
+    PYTHONPATH=. python scripts/evaluate.py runs/cartpole/best.npz [--episodes 100] [--seed 0] [--env-id ID] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import NoReturn
+
+from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from agents.cli import fail
+from agents.dqn import DQNAgent
+from agents.train import evaluate
+from envs import EnvError, GymEnv, make_env
+
+PROG = "evaluate.py"
+DEFAULT_ENV_ID = "CartPole-v1"
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit 2, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, message)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineErrors(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="best.npz, final.npz or a training checkpoint")
+    parser.add_argument("--episodes", type=int, default=100, help="greedy episodes to run (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")
+    parser.add_argument("--env-id", help=f"Gymnasium id; default: the file's env_id, else {DEFAULT_ENV_ID}")
+    parser.add_argument("--json", action="store_true", help="end stdout with one JSON line of the results")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)  # validates the file before an environment is built
+        env_id = args.env_id if args.env_id is not None else ckpt.meta.get("env_id", DEFAULT_ENV_ID)
+        if not isinstance(env_id, str):
+            raise CheckpointError(f"{ckpt.path}: env_id in its metadata must be a string, got {env_id!r}")
+        env = GymEnv(make_env(env_id, seed=args.seed))
+    except (CheckpointError, EnvError) as e:
+        fail(PROG, str(e))
+    try:
+        check_compatible(ckpt, env.obs_dim, env.n_actions, env_id)
+        agent = DQNAgent.from_checkpoint(ckpt)
+        returns = evaluate(agent, env, args.episodes, args.seed)
+    except CheckpointError as e:
+        fail(PROG, str(e))
+    finally:
+        env.close()
+
+    mean, std = float(returns.mean()), float(returns.std())
+    print(f"checkpoint {ckpt.path} on {env_id}, greedy, seeds {args.seed}..{args.seed + args.episodes - 1}")
+    print(f"return {mean:.2f} ± {std:.2f} over {args.episodes} episodes (min {returns.min():g}, max {returns.max():g})")
+    if args.json:
+        print(json.dumps({
+            "checkpoint": str(ckpt.path),
+            "env_id": env_id,
+            "seed": args.seed,
+            "episodes": args.episodes,
+            "mean": mean,
+            "std": std,
+            "min": float(returns.min()),
+            "max": float(returns.max()),
+            "returns": returns.tolist(),
+        }))
+
+
+if __name__ == "__main__":
+    main()
