@@ -30,7 +30,7 @@ class DQNConfig:
     """Floating-point type of the networks and replay buffer: float32 (fast) or float64."""
     optimizer: str = "adam"
     """Optimizer: adam or sgd."""
-    learning_rate: float = 1e-3
+    learning_rate: float = 2.3e-3
     """Optimizer step size."""
     momentum: float = 0.0
     """SGD momentum in [0, 1); ignored by adam."""
@@ -42,11 +42,11 @@ class DQNConfig:
     """Replay capacity in transitions; the oldest are overwritten."""
     learning_starts: int = 1_000
     """Environment steps of experience collected before the first gradient step (>= batch_size)."""
-    train_freq: int = 1
+    train_freq: int = 256
     """Take gradient steps every this many environment steps."""
-    gradient_steps: int = 1
+    gradient_steps: int = 128
     """Gradient steps taken each time training happens."""
-    target_update_interval: int = 500
+    target_update_interval: int = 128
     """Gradient steps between target-network updates."""
     tau: float = 1.0
     """Target update weight in (0, 1]: 1 copies the online network (hard update), less is a Polyak average."""
@@ -60,9 +60,9 @@ class DQNConfig:
     """Global gradient-norm clipping threshold; 0 disables clipping."""
     epsilon_start: float = 1.0
     """Exploration probability at the first step."""
-    epsilon_end: float = 0.05
+    epsilon_end: float = 0.04
     """Exploration probability after the decay."""
-    epsilon_decay_steps: int = 10_000
+    epsilon_decay_steps: int = 8_000
     """Environment steps over which epsilon falls linearly (absolute, so a longer --total-steps keeps the schedule)."""
     eval_freq: int = 2_000
     """Greedy evaluation every this many environment steps; 0 disables evaluation during training."""

@@ -10,7 +10,6 @@ One update reads top to bottom like the derivation:
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +53,7 @@ class DQNAgent:
         self.obs_dim, self.n_actions = int(obs_dim), int(n_actions)
         self.rng = rng
         self.online = MLP((self.obs_dim, *config.hidden_sizes, self.n_actions), rng=rng, dtype=config.dtype)
-        self.target = copy.deepcopy(self.online)  # starts equal to the online network
+        self.target = self.online.clone()  # starts equal to the online network
         self.optimizer: Adam | SGD = (
             Adam(config.learning_rate) if config.optimizer == "adam" else SGD(config.learning_rate, config.momentum)
         )

@@ -15,11 +15,15 @@ class Linear:
     Args:
         W: weight matrix `(n_out, n_in)`; the layer keeps a reference (it is updated in place by optimizers).
         b: bias vector `(n_out,)`.
+        dW: where backward writes dL/dW (same shape as `W`); a new zero array if None.
+        db: where backward writes dL/db (same shape as `b`); a new zero array if None.
     """
 
-    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+    def __init__(
+        self, W: np.ndarray, b: np.ndarray, dW: np.ndarray | None = None, db: np.ndarray | None = None
+    ) -> None:
         self.params = {"W": W, "b": b}
-        self.grads = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
+        self.grads = {"W": np.zeros_like(W) if dW is None else dW, "b": np.zeros_like(b) if db is None else db}
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -42,6 +42,8 @@ class MLP:
     Attributes:
         params: `{"W1": (n_1, n_0), "b1": (n_1,), "W2": ..., ...}`; updated in place by the optimizers.
         grads: same keys and shapes as `params`, filled by `backward`.
+        flat_params: `(n_params,)`, the buffer every array of `params` is a view of, in order.
+        flat_grads: `(n_params,)`, the same for `grads`.
 
     Example:
         >>> import numpy as np
@@ -60,20 +62,44 @@ class MLP:
                 raise ValueError(f"sizes[{i}] must be a positive integer layer width, got {n!r} in {sizes}")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.sizes = tuple(int(n) for n in sizes)
-        self.dtype = _resolve_dtype(dtype)
-        self.linears: list[Linear] = []
-        self.relus: list[ReLU] = []
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True), start=1):
+        self._allocate(tuple(int(n) for n in sizes), _resolve_dtype(dtype))
+        for i, n_in in enumerate(self.sizes[:-1], start=1):
             # He (Kaiming) normal init for ReLU nets: Var(W) = 2 / fan_in; biases start at zero.
-            W = (rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)).astype(self.dtype)
-            layer = Linear(W, np.zeros(n_out, dtype=self.dtype))
-            self.linears.append(layer)
+            W = self.params[f"W{i}"]
+            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / n_in)
+
+    def _allocate(self, sizes: tuple[int, ...], dtype: np.dtype) -> None:
+        """Layers whose parameters (and gradients) are consecutive views of one flat buffer each.
+
+        One buffer lets an optimizer update every parameter with a handful of NumPy calls instead of a handful per
+        parameter, and lets a target update copy the whole network at once.
+        """
+        self.sizes, self.dtype = sizes, dtype
+        shapes = [s for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True) for s in ((n_out, n_in), (n_out,))]
+        total = sum(int(np.prod(shape)) for shape in shapes)
+        self.flat_params = np.zeros(total, dtype=dtype)  # (n_params,): W1, b1, W2, ... back to back
+        self.flat_grads = np.zeros(total, dtype=dtype)
+        views_p, views_g, offset = [], [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            views_p.append(self.flat_params[offset:offset + size].reshape(shape))
+            views_g.append(self.flat_grads[offset:offset + size].reshape(shape))
+            offset += size
+        self.linears = [Linear(W, b, dW, db) for W, b, dW, db in
+                        zip(views_p[::2], views_p[1::2], views_g[::2], views_g[1::2], strict=True)]
+        self.relus = [ReLU() for _ in self.linears[:-1]]
+        self.params = {}
+        self.grads = {}
+        for i, layer in enumerate(self.linears, start=1):
             self.params[f"W{i}"], self.params[f"b{i}"] = layer.params["W"], layer.params["b"]
             self.grads[f"W{i}"], self.grads[f"b{i}"] = layer.grads["W"], layer.grads["b"]
-        self.relus = [ReLU() for _ in self.linears[:-1]]
+
+    def clone(self) -> MLP:
+        """A new network with the same sizes, dtype and parameter values (and its own buffers)."""
+        twin = object.__new__(MLP)
+        twin._allocate(self.sizes, self.dtype)
+        np.copyto(twin.flat_params, self.flat_params)
+        return twin
 
     @property
     def n_in(self) -> int:
@@ -121,12 +147,11 @@ class MLP:
             raise ValueError(f"other must be an MLP with sizes {self.sizes}, got {got}")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
-        for name, p in self.params.items():
-            if tau == 1.0:
-                np.copyto(p, other.params[name])
-            else:
-                p *= 1.0 - tau
-                p += tau * other.params[name]
+        if tau == 1.0:
+            np.copyto(self.flat_params, other.flat_params)
+        else:
+            self.flat_params *= 1.0 - tau
+            self.flat_params += tau * other.flat_params
 
     def load_params(self, params: dict[str, np.ndarray]) -> None:
         """Copy `params` (same keys and shapes as `self.params`, finite) into this network, in place."""

@@ -19,11 +19,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matrices: BLAS threads onl
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import envs  # noqa: E402
-from agents.checkpoint import CheckpointError  # noqa: E402
+from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.cli import add_config_args, config_overrides, fail  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.dqn import DivergenceError  # noqa: E402
-from agents.run import SIGNAL_EXIT, finish_run, plot_learning_curve, start_run, stop_on_signals  # noqa: E402
+from agents.run import SIGNAL_EXIT, RunFiles, finish_run, plot_learning_curve, start_run, stop_on_signals  # noqa: E402
 from agents.train import Callback, EvalRow, Trainer  # noqa: E402
 
 PROG = "train_cartpole.py"
@@ -81,19 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         total = DEFAULT_TOTAL_STEPS if args.total_steps is None else args.total_steps
         if total < 1:
             raise ValueError(f"--total-steps must be >= 1, got {total}")
-        probe = envs.GymEnv(envs.make_env(args.env_id))  # fail early on unknown ids and unsupported spaces
+        env_id = args.env_id
+        if args.resume:  # a run continues on its own environment, not on --env-id (which defaults to CartPole-v1)
+            env_id = str(load_checkpoint(RunFiles(args.resume).checkpoint).meta.get("env_id", env_id))
+        probe = envs.GymEnv(envs.make_env(env_id))  # fail early on unknown ids and unsupported spaces
         threshold = probe.reward_threshold
         probe.close()
-        out = args.resume or args.out or Path("runs") / f"{args.env_id.replace('/', '_')}-seed{args.seed}-" \
+        out = args.resume or args.out or Path("runs") / f"{env_id.replace('/', '_')}-seed{args.seed}-" \
             f"{datetime.now():%Y%m%d-%H%M%S}"
         trainer, logger = start_run(
-            lambda seed: envs.GymEnv(envs.make_env(args.env_id, seed)), args.env_id, config, args.seed, out,
+            lambda seed: envs.GymEnv(envs.make_env(env_id, seed)), env_id, config, args.seed, out,
             threshold, save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
             resume=bool(args.resume), total_steps=total)
     except (ValueError, CheckpointError) as e:  # EnvError is a ValueError
         fail(PROG, str(e))
     env_id = logger.env_id
-    trainer.solve_threshold = trainer.env.reward_threshold  # on resume the run's env is the checkpoint's, not --env-id
     if total < trainer.env_steps:
         fail(PROG, f"--total-steps {total} is below the {trainer.env_steps} steps this run has already taken")
     # The bar is made only now: one made before a usage error would print a stray bar line to stderr.
