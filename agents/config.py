@@ -36,7 +36,7 @@ class DQNConfig:
     """SGD momentum in [0, 1); ignored by adam."""
     gamma: float = 0.99
     """Discount factor in [0, 1]."""
-    batch_size: int = 64
+    batch_size: int = 128
     """Transitions per gradient step."""
     buffer_size: int = 50_000
     """Replay capacity in transitions; the oldest are overwritten."""

@@ -23,19 +23,61 @@ def _check_grads(params: Params, grads: Params) -> None:
 
 
 class _Optimizer:
-    """State bookkeeping shared by the optimizers: `t` (steps taken) and one array per (slot, parameter name)."""
+    """What the optimizers share: the step count `t`, one state array per (slot, parameter name), and the fused path.
+
+    When the parameters and the gradients are consecutive views of one flat buffer each (as an `MLP`'s are), the
+    state is laid out the same way and one update rule runs on the whole buffer: a handful of NumPy calls per step
+    instead of a handful per parameter. Any other dict of arrays takes the per-parameter path, with the same rule.
+    """
 
     slots: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.t = 0
         self.state: dict[str, Params] = {slot: {} for slot in self.slots}
+        self._fused: tuple | None = None  # (param arrays, grad arrays, flat params, flat grads, flat slots, scratch)
+
+    def step(self, params: Params, grads: Params) -> None:
+        """Update every `params[name]` in place from `grads[name]`."""
+        _check_grads(params, grads)
+        self.t += 1
+        fused = self._fuse(params, grads)
+        if fused is not None:
+            flat_p, flat_g, flat_slots, scratch = fused
+            self._update(flat_p, flat_g, flat_slots, scratch)
+            return
+        for name, p in params.items():
+            self._update(p, grads[name], [self._slot(slot, name, p) for slot in self.slots], np.empty_like(p))
+
+    def _update(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], scratch: np.ndarray) -> None:
+        raise NotImplementedError
 
     def _slot(self, slot: str, name: str, like: np.ndarray) -> np.ndarray:
         buf = self.state[slot].get(name)
         if buf is None:
             buf = self.state[slot][name] = np.zeros_like(like)
         return buf
+
+    def _fuse(self, params: Params, grads: Params) -> tuple | None:
+        p_arrays = tuple(params.values())
+        g_arrays = tuple(grads[name] for name in params)
+        cached = self._fused
+        if cached is not None and _same(cached[0], p_arrays) and _same(cached[1], g_arrays):
+            return cached[2:]
+        flat_p, flat_g = _tiled(p_arrays), _tiled(g_arrays)
+        if flat_p is None or flat_g is None or flat_p.dtype != flat_g.dtype:
+            self._fused = None
+            return None
+        flat_slots = []
+        for slot in self.slots:  # re-lay the state (zeros, or what was restored) as views of one buffer
+            flat = np.concatenate([self._slot(slot, name, p).ravel() for name, p in params.items()])
+            offset = 0
+            for name, p in params.items():
+                self.state[slot][name] = flat[offset:offset + p.size].reshape(p.shape)
+                offset += p.size
+            flat_slots.append(flat)
+        self._fused = (p_arrays, g_arrays, flat_p, flat_g, flat_slots, np.empty_like(flat_p))
+        return self._fused[2:]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat `{"t": 0-d int64, "<slot>.<param>": array}`: plain arrays, safe for `allow_pickle=False`."""
@@ -60,6 +102,24 @@ class _Optimizer:
             arrays[slot][name] = np.array(value)
         self.t = int(state["t"])
         self.state = arrays
+        self._fused = None  # the next step re-lays the restored state
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _tiled(arrays: tuple[np.ndarray, ...]) -> np.ndarray | None:
+    """The 1-D buffer that `arrays` tile exactly, back to back and in order, or None."""
+    base = arrays[0].base if arrays else None
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start = pos = base.__array_interface__["data"][0]
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous or a.__array_interface__["data"][0] != pos:
+            return None
+        pos += a.nbytes
+    return base if pos == start + base.nbytes else None
 
 
 class SGD(_Optimizer):
@@ -72,31 +132,25 @@ class SGD(_Optimizer):
         momentum: momentum coefficient in [0, 1); 0 is plain SGD.
     """
 
-    slots = ("velocity",)
-
     def __init__(self, lr: float, momentum: float = 0.0) -> None:
-        super().__init__()
-        self.lr = _check_lr(lr)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
+        self.slots = ("velocity",) if self.momentum else ()
+        super().__init__()
+        self.lr = _check_lr(lr)
 
-    def step(self, params: Params, grads: Params) -> None:
-        """Update every `params[name]` in place from `grads[name]`."""
-        _check_grads(params, grads)
-        first = self.t == 0
-        self.t += 1
-        for name, p in params.items():
-            g = grads[name]
-            if self.momentum:
-                v = self._slot("velocity", name, p)
-                if first:
-                    np.copyto(v, g)
-                else:
-                    v *= self.momentum
-                    v += g
-                g = v
-            p -= self.lr * g
+    def _update(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], scratch: np.ndarray) -> None:
+        if self.momentum:
+            (v,) = slots
+            if self.t == 1:
+                np.copyto(v, g)  # v = g on the first step
+            else:
+                v *= self.momentum
+                v += g  # v <- momentum v + g
+            g = v
+        np.multiply(g, self.lr, out=scratch)
+        p -= scratch  # theta <- theta - lr v
 
 
 class Adam(_Optimizer):
@@ -124,25 +178,24 @@ class Adam(_Optimizer):
         self.betas = (float(b1), float(b2))
         self.eps = float(eps)
 
-    def step(self, params: Params, grads: Params) -> None:
-        """Update every `params[name]` in place from `grads[name]`."""
-        _check_grads(params, grads)
-        self.t += 1
+    def _update(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], scratch: np.ndarray) -> None:
+        m, v = slots
         b1, b2 = self.betas
         step_size = self.lr / (1.0 - b1**self.t)  # folds the first-moment bias correction into the step
         sqrt_c2 = np.sqrt(1.0 - b2**self.t)  # sqrt(v / c2) = sqrt(v) / sqrt(c2)
-        for name, p in params.items():
-            g = grads[name]
-            m = self._slot("m", name, p)
-            v = self._slot("v", name, p)
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            denom = np.sqrt(v)
-            denom /= sqrt_c2
-            denom += self.eps
-            p -= step_size * m / denom
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=scratch)
+        m += scratch  # m <- b1 m + (1 - b1) g
+        v *= b2
+        np.multiply(g, g, out=scratch)
+        scratch *= 1.0 - b2
+        v += scratch  # v <- b2 v + (1 - b2) g^2
+        np.sqrt(v, out=scratch)
+        scratch /= sqrt_c2
+        scratch += self.eps  # sqrt(v_hat) + eps
+        np.divide(m, scratch, out=scratch)
+        scratch *= step_size  # lr * m_hat / (sqrt(v_hat) + eps)
+        p -= scratch
 
 
 def clip_grad_norm(grads: Params, max_norm: float) -> float:

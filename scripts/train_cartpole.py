@@ -50,8 +50,9 @@ class ProgressBar(Callback):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env-id", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, exploration, replay sampling and resets")
+    p.add_argument("--env-id", default=None, help="Gymnasium env id (default: CartPole-v1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds weights, exploration, replay sampling and resets (default: 0)")
     p.add_argument("--total-steps", type=int, default=None,
                    help=f"the run's total environment steps, also when resuming (default: {DEFAULT_TOTAL_STEPS})")
     p.add_argument("--out", default=None, help="run folder (default: runs/<env>-seed<seed>-<time>)")
@@ -69,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = config_overrides(args)
     try:
-        if args.resume and overrides:
-            raise ValueError(f"--resume continues with the run's saved hyperparameters; drop {sorted(overrides)}")
+        fixed_by_run = sorted(overrides) + [f for f in ("env_id", "seed") if getattr(args, f) is not None]
+        if args.resume and fixed_by_run:
+            raise ValueError(f"--resume continues with the run's own environment, seed and hyperparameters; "
+                             f"drop {', '.join('--' + f.replace('_', '-') for f in fixed_by_run)}")
         config = DQNConfig(**overrides)
-        if args.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        seed = 0 if args.seed is None else args.seed
+        if seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {seed}")
         if args.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
         if args.final_eval_episodes is not None and args.final_eval_episodes < 1:
@@ -81,16 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         total = DEFAULT_TOTAL_STEPS if args.total_steps is None else args.total_steps
         if total < 1:
             raise ValueError(f"--total-steps must be >= 1, got {total}")
-        env_id = args.env_id
+        env_id = args.env_id or "CartPole-v1"
         if args.resume:  # a run continues on its own environment, not on --env-id (which defaults to CartPole-v1)
             env_id = str(load_checkpoint(RunFiles(args.resume).checkpoint).meta.get("env_id", env_id))
         probe = envs.GymEnv(envs.make_env(env_id))  # fail early on unknown ids and unsupported spaces
         threshold = probe.reward_threshold
         probe.close()
-        out = args.resume or args.out or Path("runs") / f"{env_id.replace('/', '_')}-seed{args.seed}-" \
+        out = args.resume or args.out or Path("runs") / f"{env_id.replace('/', '_')}-seed{seed}-" \
             f"{datetime.now():%Y%m%d-%H%M%S}"
         trainer, logger = start_run(
-            lambda seed: envs.GymEnv(envs.make_env(env_id, seed)), env_id, config, args.seed, out,
+            lambda env_seed: envs.GymEnv(envs.make_env(env_id, env_seed)), env_id, config, seed, out,
             threshold, save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
             resume=bool(args.resume), total_steps=total)
     except (ValueError, CheckpointError) as e:  # EnvError is a ValueError
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     status = "completed"
     try:
         with stop_on_signals(trainer):
-            trainer.run(total) if total > trainer.env_steps else None
+            if total > trainer.env_steps:
+                trainer.run(total)
     except DivergenceError as e:
         status = "diverged"
         bar.bar.close()

@@ -394,11 +394,11 @@ def test_resume_continues_on_the_runs_own_environment(tmp_path: Path) -> None:
     assert summary["best_eval_mean"] >= 10  # at least 0.5 per step over 20 steps, far above -100
     assert summary["solved"] is False
 
-    proc = run("--resume", str(out), "--env-id", "Acrobot-v1", "--total-steps", "600", "--no-progress")
-    if proc.returncode == 2:  # refusing --env-id on resume would be as good
-        assert_usage_error(proc, "--env-id")
-        return
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["env_id"] == "dqn_np/ConstantReward-v0" and summary["env_steps"] == 600
-    assert summary["solved"] is False
+
+
+@pytest.mark.parametrize("flag", [("--env-id", "Acrobot-v1"), ("--seed", "5")])
+def test_resume_refuses_a_different_env_or_seed(finished_run, tmp_path: Path, flag) -> None:
+    out = copy_run(finished_run, tmp_path)
+    before = (out / "checkpoint.npz").read_bytes()
+    assert_usage_error(run("--resume", str(out), *flag, "--total-steps", "3000"), "--resume", flag[0])
+    assert (out / "checkpoint.npz").read_bytes() == before
