@@ -46,6 +46,13 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit status 2, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see --help)")
+
+
 def fail(prog: str, message: str) -> NoReturn:
     """Print one readable line to stderr and exit with status 2 (the command-line usage-error status)."""
     print(f"{prog}: error: {message}", file=sys.stderr)

@@ -28,7 +28,7 @@ from typing import Any  # noqa: E402
 
 import envs  # noqa: E402
 from agents.checkpoint import CheckpointError  # noqa: E402
-from agents.cli import add_config_args, config_overrides, fail  # noqa: E402
+from agents.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.dqn import DQNAgent  # noqa: E402
 from agents.run import finish_run, start_run  # noqa: E402
@@ -92,7 +92,7 @@ def _median(rows: list[dict], key: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-id", default="CartPole-v1")
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--total-steps", type=int, default=50_000)

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import NoReturn
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
-from agents.cli import fail
+from agents.cli import OneLineParser, fail
 from agents.dqn import DQNAgent
 from agents.train import evaluate
 from envs import EnvError, GymEnv, make_env
@@ -26,15 +25,8 @@ PROG = "evaluate.py"
 DEFAULT_ENV_ID = "CartPole-v1"
 
 
-class OneLineErrors(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr and exit 2, like every other error here."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(self.prog, message)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineErrors(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="best.npz, final.npz or a training checkpoint")
     parser.add_argument("--episodes", type=int, default=100, help="greedy episodes to run (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from agents.cli import parse_bool
+from agents.cli import OneLineParser, parse_bool
 from agents.config import LOSSES, DQNConfig
 from agents.dqn import DQNAgent
 from agents.replay import Batch, ReplayBuffer
@@ -64,7 +64,7 @@ def next_action_disagreements(agent: DQNAgent, batch: Batch) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gradcheck_td.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="gradcheck_td.py", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="seeds the policy, environment, weights and sampling")
     parser.add_argument("--transitions", type=int, default=300, help="CartPole transitions to collect (default 300)")
     parser.add_argument("--batch", type=int, default=64, help="transitions in the checked batch (default 64)")

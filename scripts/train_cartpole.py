@@ -20,7 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import envs  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from agents.cli import add_config_args, config_overrides, fail  # noqa: E402
+from agents.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.dqn import DivergenceError  # noqa: E402
 from agents.run import SIGNAL_EXIT, RunFiles, finish_run, plot_learning_curve, start_run, stop_on_signals  # noqa: E402
@@ -49,7 +49,7 @@ class ProgressBar(Callback):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-id", default=None, help="Gymnasium env id (default: CartPole-v1)")
     p.add_argument("--seed", type=int, default=None,
                    help="seeds weights, exploration, replay sampling and resets (default: 0)")
