@@ -77,8 +77,8 @@ class ReplayBuffer:
         rng: np.random.Generator,
         dtype: npt.DTypeLike = np.float32,
     ) -> None:
-        capacity = _positive_int(capacity, "capacity")
-        obs_dim = _positive_int(obs_dim, "obs_dim")
+        capacity = _int_at_least(capacity, "capacity", 1)
+        obs_dim = _int_at_least(obs_dim, "obs_dim", 1)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         dtype = np.dtype(dtype)
@@ -155,7 +155,7 @@ class ReplayBuffer:
             raise ValueError(f"next_obs must have shape {self._obs_shape}, got {next_obs.shape}")
         _check_finite(obs, "obs")
         _check_finite(next_obs, "next_obs")
-        action = _action_index(action)
+        action = _int_at_least(action, "action", 0)
         reward = _real_scalar(reward, "reward")
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
@@ -251,7 +251,7 @@ class ReplayBuffer:
             TypeError: If ``batch_size`` is not an integer.
             ValueError: If ``batch_size`` < 1 or the buffer is empty.
         """
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = _int_at_least(batch_size, "batch_size", 1)
         if self._size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer (len 0); add transitions first")
         idx = self._rng.integers(0, self._size, size=batch_size)  # (batch,)
@@ -346,29 +346,16 @@ class ReplayBuffer:
         self._pos, self._size = pos, size
 
 
-def _positive_int(value: Any, name: str) -> int:
-    """Return ``value`` as an int >= 1, raising TypeError (not an integer) or ValueError (< 1)."""
+def _int_at_least(value: Any, name: str, minimum: int) -> int:
+    """Return ``value`` as an int >= ``minimum``, raising TypeError (bool, float, ...) or ValueError (too small)."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got bool {value}")
     try:
         result = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}") from None
-    if result < 1:
-        raise ValueError(f"{name} must be >= 1, got {result}")
-    return result
-
-
-def _action_index(action: Any) -> int:
-    """Return a scalar integer ``action`` >= 0 as int; bool and float are rejected."""
-    if isinstance(action, (bool, np.bool_)):
-        raise TypeError(f"action must be an integer, got bool {action}")
-    try:
-        result = operator.index(action)
-    except TypeError:
-        raise TypeError(f"action must be an integer, got {action!r} of type {type(action).__name__}") from None
-    if result < 0:
-        raise ValueError(f"action must be >= 0, got {result}")
+    if result < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {result}")
     return result
 
 
