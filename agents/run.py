@@ -235,7 +235,7 @@ def finish_run(trainer: Trainer, logger: RunLogger, env_id: str, status: str,
     return summary
 
 
-def plot_learning_curve(files: RunFiles, env_id: str) -> str:
+def plot_learning_curve(files: RunFiles, env_id: str, threshold: float | None = None) -> str:
     """Draw returns and evaluations against environment steps into DIR/learning_curve.png; returns a notice."""
     try:
         import matplotlib
@@ -251,6 +251,8 @@ def plot_learning_curve(files: RunFiles, env_id: str) -> str:
         ax.plot(progress["env_steps"], progress["episode_return"], lw=0.6, alpha=0.5, label="training episode return")
     if len(evals):
         ax.errorbar(evals["env_steps"], evals["mean"], yerr=evals["std"], fmt="o-", ms=3, label="greedy evaluation")
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"solved ({threshold:g})")
     ax.set(xlabel="environment steps", ylabel="return", title=f"DQN on {env_id}")
     ax.legend(loc="best")
     fig.tight_layout()

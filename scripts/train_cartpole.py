@@ -122,17 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         status = "interrupted"
     summary = finish_run(trainer, logger, env_id, status, args.final_eval_episodes)
     if status == "interrupted":
-        print(f"Interrupted by {trainer.stop_requested} at step {trainer.env_steps}. Checkpoint and summary are in "
+        print(f"Interrupted by {trainer.stop_requested} at step {trainer.env_steps}. Checkpoint "
+              f"({(summary['checkpoint_bytes'] or 0) / 1e6:.1f} MB) and summary are in "
               f"{logger.files.root}\nResume with: python scripts/train_cartpole.py --resume {logger.files.root}"
               + (f" --total-steps {total}" if args.total_steps is not None else ""))
         return SIGNAL_EXIT[trainer.stop_requested]
-    print(plot_learning_curve(logger.files, env_id))
+    print(plot_learning_curve(logger.files, env_id, trainer.solve_threshold))
     size_mb = (summary["checkpoint_bytes"] or 0) / 1e6
     solved = (f"solved at step {summary['solved_at_step']} after {summary['solved_at_seconds']:.1f} s of training"
               if summary["solved"] else "not solved")
     print(f"{env_id} seed {trainer.seed}: {summary['env_steps']} steps in {summary['train_seconds']:.1f} s "
           f"(+{summary['eval_seconds']:.1f} s evaluating); {solved}.\n"
-          f"best eval {summary['best_eval_mean']} at step {summary['best_eval_step']}; final eval "
+          f"best eval {summary['best_eval_mean']} at step {summary['best_eval_step']} (saved as best.npz); final eval "
           f"{summary['final_eval_mean']:.1f} ± {summary['final_eval_std']:.1f} over {summary['final_eval_episodes']} "
           f"episodes.\nfiles in {logger.files.root} (checkpoint {size_mb:.1f} MB"
           f"{'' if not args.no_save_replay else ', replay buffer not saved'})")
