@@ -179,10 +179,11 @@ class DQNAgent:
         from agents.checkpoint import CheckpointError
 
         try:
-            agent = cls(ckpt.obs_dim, ckpt.n_actions, ckpt.config, np.random.default_rng())
+            agent = cls(ckpt.obs_dim, ckpt.n_actions, ckpt.config, np.random.default_rng(0))
             agent.load_state_dict(ckpt.arrays)
-            if "agent_rng" in ckpt.meta:
-                agent.rng.bit_generator.state = ckpt.meta["agent_rng"]
+            rng_state = ckpt.meta.get("agent_rng") or ckpt.meta.get("rng", {}).get("agent")  # agent / training file
+            if rng_state is not None:
+                agent.rng.bit_generator.state = rng_state
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{ckpt.path}: agent arrays do not match its config ({e})") from e
         return agent

@@ -226,3 +226,14 @@ def test_resume_continues_counters_and_trims_logs(tmp_path: Path) -> None:
     episodes = [int(line.split(",")[0]) for line in (tmp_path / "progress.csv").read_text().splitlines()[1:]]
     assert episodes == list(range(1, len(episodes) + 1))
     assert len(episodes) == rows_before == resumed.episodes
+
+
+def test_an_agent_loaded_from_a_training_checkpoint_continues_the_exploration_stream(tmp_path: Path) -> None:
+    from agents.dqn import DQNAgent
+
+    trainer, logger = _start(tmp_path / "run")
+    trainer.run(300)
+    finish_run(trainer, logger, ENV_ID, "completed")
+    loaded = DQNAgent.load(logger.files.checkpoint)
+    assert loaded.rng.bit_generator.state == trainer.agent.rng.bit_generator.state
+    assert all(np.array_equal(loaded.online.params[k], v) for k, v in trainer.agent.online.params.items())
