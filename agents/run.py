@@ -262,7 +262,8 @@ def plot_learning_curve(files: RunFiles, env_id: str, threshold: float | None = 
     return f"learning curve: {files.curve}"
 
 
-def _read_csv(path: Path) -> dict[str, np.ndarray] | Any:
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a log as arrays (True/False become booleans)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
