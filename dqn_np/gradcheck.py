@@ -171,20 +171,38 @@ BATCH_SIZES = (1, 7, 64)
 N_IN, N_HIDDEN, N_OUT = 4, 16, 3
 
 
-def _losses(y_hat: np.ndarray, rng: np.random.Generator) -> dict[str, Callable[[np.ndarray], tuple[float, np.ndarray]]]:
+LossFn = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+
+def bind_losses(
+    y: np.ndarray, actions: np.ndarray, td_targets: np.ndarray, y_mae: np.ndarray | None = None
+) -> dict[str, LossFn]:
+    """Every loss as `y_hat -> (loss, dL/dy_hat)` with its targets bound, keyed mse, mae, huber, td_mse, td_huber.
+
+    Args:
+        y: regression targets `(batch, n_out)` for mse, huber (and mae unless `y_mae` is given).
+        actions: `(batch,)` actions for the TD losses.
+        td_targets: `(batch,)` TD targets.
+        y_mae: targets for mae, e.g. kept away from the predictions so no residual sits on its kink.
+    """
+    y_mae = y if y_mae is None else y_mae
+    return {
+        "mse": lambda q: mse(q, y),
+        "mae": lambda q: mae(q, y_mae),
+        "huber": lambda q: huber(q, y),
+        "td_mse": lambda q: td_loss(q, actions, td_targets, kind="mse"),
+        "td_huber": lambda q: td_loss(q, actions, td_targets, kind="huber"),
+    }
+
+
+def _losses(y_hat: np.ndarray, rng: np.random.Generator) -> dict[str, LossFn]:
     """Every loss with random targets bound, for predictions near `y_hat: (batch, n_out)`."""
     n, n_out = y_hat.shape
     y = rng.standard_normal((n, n_out)) * 2.0  # spread 2: residuals fall on both sides of Huber's delta = 1
     # MAE's kink is at a zero residual: keep every residual at least 1 away so eps never crosses it.
     y_far = y_hat + rng.choice([-1.0, 1.0], size=(n, n_out)) * (1.0 + np.abs(rng.standard_normal((n, n_out))))
     actions, td_targets = rng.integers(0, n_out, size=n), rng.standard_normal(n) * 2.0
-    return {
-        "mse": lambda q: mse(q, y),
-        "mae": lambda q: mae(q, y_far),
-        "huber": lambda q: huber(q, y),
-        "td_mse": lambda q: td_loss(q, actions, td_targets, kind="mse"),
-        "td_huber": lambda q: td_loss(q, actions, td_targets, kind="huber"),
-    }
+    return bind_losses(y, actions, td_targets, y_mae=y_far)
 
 
 def _worst(reports: Sequence[ParamReport]) -> ParamReport:

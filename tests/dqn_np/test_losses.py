@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from dqn_np.gradcheck import check_gradients
+from dqn_np.gradcheck import bind_losses, check_gradients
 from dqn_np.losses import huber, mae, mse, td_loss
 
 TOL = 1e-6
@@ -27,13 +27,7 @@ def data(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 def bind(kind: str, y: np.ndarray, actions: np.ndarray, td_targets: np.ndarray) -> Callable:
     """`y_hat -> (loss, grad)` for the loss named `kind`, with its targets bound."""
-    return {
-        "mse": lambda q: mse(q, y),
-        "mae": lambda q: mae(q, y),
-        "huber": lambda q: huber(q, y),
-        "td_mse": lambda q: td_loss(q, actions, td_targets, kind="mse"),
-        "td_huber": lambda q: td_loss(q, actions, td_targets, kind="huber"),
-    }[kind]
+    return bind_losses(y, actions, td_targets)[kind]
 
 
 KINDS = ["mse", "mae", "huber", "td_mse", "td_huber"]
