@@ -36,6 +36,10 @@ class DQNConfig:
     """SGD momentum in [0, 1); ignored by adam."""
     gamma: float = 0.99
     """Discount factor in [0, 1]."""
+    n_step: int = 1
+    """Steps per return: y = r_t + ... + gamma^(n-1) r_(t+n-1) + gamma^n Q'(s_(t+n), a'); 1 is plain DQN."""
+    n_envs: int = 1
+    """Environments stepped together (E); every cadence below counts transitions, whatever E is."""
     batch_size: int = 128
     """Transitions per gradient step."""
     buffer_size: int = 50_000
@@ -43,7 +47,7 @@ class DQNConfig:
     learning_starts: int = 1_000
     """Environment steps of experience collected before the first gradient step (>= batch_size)."""
     train_freq: int = 256
-    """Take gradient steps every this many environment steps."""
+    """Take gradient steps every this many transitions (environment steps summed over the E envs)."""
     gradient_steps: int = 128
     """Gradient steps taken each time training happens."""
     target_update_interval: int = 128
@@ -84,6 +88,10 @@ class DQNConfig:
         if self.batch_size > self.buffer_size:
             raise ValueError(
                 f"DQNConfig.batch_size must be <= buffer_size ({self.buffer_size}), got {self.batch_size}"
+            )
+        if self.n_step > self.buffer_size:
+            raise ValueError(
+                f"DQNConfig.n_step must be <= buffer_size ({self.buffer_size}), got {self.n_step}"
             )
         if self.learning_starts < self.batch_size:
             raise ValueError(
@@ -149,6 +157,8 @@ _RULES: tuple[tuple[str, Any, str], ...] = (
     ("learning_rate", lambda v: v > 0, "> 0"),
     ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("gamma", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("n_step", lambda v: v >= 1, ">= 1 (1 is plain one-step DQN)"),
+    ("n_envs", lambda v: v >= 1, ">= 1"),
     ("batch_size", lambda v: v >= 1, ">= 1"),
     ("buffer_size", lambda v: v >= 1, ">= 1"),
     ("learning_starts", lambda v: v >= 0, ">= 0"),

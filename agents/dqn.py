@@ -2,7 +2,8 @@
 
 One update reads top to bottom like the derivation:
 
-    y      = r + gamma * (1 - terminated) * Q_target(s', a')     the TD target, held constant
+    y      = R + discount * Q_target(s', a')                       the TD target, held constant
+             (R the k-step discounted reward; discount = gamma^k, or 0 where the episode terminated)
     q      = Q(s, .)                                               the prediction
     delta2 = dL/dq, nonzero only in the column of the action taken
     grads  = backward(delta2); clip; optimizer step
@@ -58,7 +59,6 @@ class DQNAgent:
             Adam(config.learning_rate) if config.optimizer == "adam" else SGD(config.learning_rate, config.momentum)
         )
         self.n_updates = 0
-        self._gamma = self.online.dtype.type(config.gamma)
         self._rows = np.arange(config.batch_size)
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -75,16 +75,17 @@ class DQNAgent:
         return int(np.argmax(self.q_values(obs)))
 
     def td_targets(self, batch: Batch) -> np.ndarray:
-        """`y = r + gamma * (1 - terminated) * Q_target(s', a')`, shape `(batch,)`, treated as a constant.
+        """`y = R + discount * Q_target(s', a')`, shape `(B,)`, treated as a constant.
 
+        For one step, `discount = gamma * (1 - terminated)`: the familiar `y = r + gamma (1 - terminated) Q'`.
         With Double DQN, `a' = argmax_a Q_online(s', a)`; otherwise `a' = argmax_a Q_target(s', a)`.
-        Truncated transitions have `terminated = 0`, so they bootstrap.
+        Truncated transitions keep `discount = gamma^k`, so they bootstrap.
         """
         q_next_target = self.target.forward(batch.next_obs)  # (batch, n_actions)
         q_next_select = self.online.forward(batch.next_obs) if self.config.double_dqn else q_next_target
         a_next = q_next_select.argmax(axis=1)  # the greedy next action a'
         q_next = q_next_target[self._batch_rows(len(a_next)), a_next]  # Q_target(s', a')
-        return batch.rewards + self._gamma * (1 - batch.terminated) * q_next
+        return batch.rewards + batch.discounts * q_next
 
     def compute_gradients(self, batch: Batch) -> tuple[float, np.ndarray, np.ndarray]:
         """Target, prediction, loss and backward: fills `online.grads` with dL/dtheta and changes no parameter.

@@ -1,22 +1,22 @@
 """Uniform experience replay: a ring of preallocated arrays sampled into a `Batch`.
 
-One transition ``(obs, action, reward, next_obs, terminated)`` goes in per environment step
+One transition ``(obs, action, reward, next_obs, discount)`` goes in per environment step
 (`ReplayBuffer.add`) or per vector-environment step (`ReplayBuffer.add_batch`); `ReplayBuffer.sample`
-draws a `Batch` uniformly with replacement for the TD target.
+draws a `Batch` uniformly with replacement for the TD target ``y = reward + discount * Q'(next_obs, a')``.
 
-``terminated`` is the environment's *terminated* flag only. A time-limit truncation is stored as
-``terminated=0`` so the TD target still bootstraps from ``next_obs``; never store
-``terminated or truncated``. Transitions produced by a vector environment's autoreset step (whose
-``obs`` is the last observation of the previous episode and ``next_obs`` the reset observation) must be
-filtered out by the caller before `add_batch`.
+``discount`` carries everything the target needs to know about how the transition ended: ``gamma**k``
+for a k-step return whose episode goes on (a time-limit truncation included: it still bootstraps from
+``next_obs``), and 0 where the episode truly terminated. A learner never needs to know n or gamma, and
+never sees ``terminated or truncated``. Transitions produced by a vector environment's autoreset step
+never reach the buffer (`envs.VecEnv` does not return them).
 
 Example:
     >>> rng = np.random.default_rng(0)
     >>> buffer = ReplayBuffer(capacity=100, obs_dim=4, rng=rng)
-    >>> buffer.add(np.zeros(4), 1, 1.0, np.ones(4), terminated=False)
+    >>> buffer.add(np.zeros(4), 1, 1.0, np.ones(4), discount=0.99)
     >>> batch = buffer.sample(8)
-    >>> batch.obs.shape, batch.actions.dtype, batch.terminated.tolist()[:2]
-    ((8, 4), dtype('int64'), [0.0, 0.0])
+    >>> batch.obs.shape, batch.actions.dtype, batch.discounts.tolist()[:2]
+    ((8, 4), dtype('int64'), [0.99, 0.99])
 """
 
 from __future__ import annotations
@@ -30,27 +30,28 @@ import numpy as np
 import numpy.typing as npt
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_ARRAY_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
+_ARRAY_KEYS = ("obs", "actions", "rewards", "next_obs", "discounts")
 _SCALAR_KEYS = ("pos", "size", "capacity")
 
 
 class Batch(NamedTuple):
-    """A sampled minibatch of transitions; float arrays are in the buffer's dtype.
+    """A sampled minibatch of B transitions; float arrays are in the buffer's dtype.
 
     Attributes:
-        obs: ``(batch, obs_dim)`` observations the actions were taken in.
-        actions: ``(batch,)`` int64 actions taken.
-        rewards: ``(batch,)`` rewards received.
-        next_obs: ``(batch, obs_dim)`` observations after the step.
-        terminated: ``(batch,)`` 1.0 where the episode truly terminated, 0.0 otherwise (including
-            time-limit truncation, so the TD target bootstraps from ``next_obs``).
+        obs: ``(B, obs_dim)`` observations the actions were taken in.
+        actions: ``(B,)`` int64 actions taken.
+        rewards: ``(B,)`` the (n-step, discounted) rewards received after each action.
+        next_obs: ``(B, obs_dim)`` observations the target bootstraps from (k steps later, or where the
+            episode ended).
+        discounts: ``(B,)`` ``gamma**k``, or 0.0 where the episode truly terminated: the TD target is
+            ``rewards + discounts * Q'(next_obs, a')``.
     """
 
     obs: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     next_obs: np.ndarray
-    terminated: np.ndarray
+    discounts: np.ndarray
 
 
 class ReplayBuffer:
@@ -93,7 +94,7 @@ class ReplayBuffer:
         self._actions = np.zeros(capacity, dtype=np.int64)  # (capacity,)
         self._rewards = np.zeros(capacity, dtype=dtype)  # (capacity,)
         self._next_obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
-        self._terminated = np.zeros(capacity, dtype=dtype)  # (capacity,)
+        self._discounts = np.zeros(capacity, dtype=dtype)  # (capacity,)
         self._pos = 0  # slot the next transition is written to
         self._size = 0  # number of filled slots
 
@@ -127,7 +128,7 @@ class ReplayBuffer:
         action: int,
         reward: float,
         next_obs: npt.ArrayLike,
-        terminated: bool | float,
+        discount: float,
     ) -> None:
         """Store one transition, overwriting the oldest if the buffer is full.
 
@@ -138,14 +139,15 @@ class ReplayBuffer:
             obs: ``(obs_dim,)`` finite observation the action was taken in.
             action: Integer action >= 0 (Python or NumPy integer; not bool or float).
             reward: Finite real reward.
-            next_obs: ``(obs_dim,)`` finite observation after the step (finite even when terminated,
-                since ``0 * nan`` is nan in the TD target).
-            terminated: True/1 only if the episode truly terminated; False/0 on truncation.
+            next_obs: ``(obs_dim,)`` finite observation to bootstrap from (finite even when the
+                episode terminated, since ``0 * nan`` is nan in the TD target).
+            discount: ``gamma**k`` in [0, 1] for a k-step transition whose episode goes on (truncation
+                included); 0 where the episode truly terminated.
 
         Raises:
-            ValueError: On a wrong shape, a non-finite value, a negative action, or ``terminated``
-                not in {0, 1}.
-            TypeError: If ``action`` is not an integer or ``reward``/``terminated`` are not real scalars.
+            ValueError: On a wrong shape, a non-finite value, a negative action, or ``discount``
+                outside [0, 1].
+            TypeError: If ``action`` is not an integer or ``reward``/``discount`` are not real scalars.
         """
         obs = np.asarray(obs)  # no copy for an ndarray; the slot assignment below is the only copy
         next_obs = np.asarray(next_obs)
@@ -159,19 +161,10 @@ class ReplayBuffer:
         reward = _real_scalar(reward, "reward")
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
-        terminated = _real_scalar(terminated, "terminated")
-        if terminated != 0.0 and terminated != 1.0:
-            raise ValueError(f"terminated must be 0/False or 1/True, got {terminated}")
-
-        i = self._pos
-        self._obs[i] = obs
-        self._actions[i] = action
-        self._rewards[i] = reward
-        self._next_obs[i] = next_obs
-        self._terminated[i] = terminated
-        self._pos = i + 1 if i + 1 < self._capacity else 0
-        if self._size < self._capacity:
-            self._size += 1
+        discount = _real_scalar(discount, "discount")
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1] (gamma**k, or 0 at termination), got {discount}")
+        self.write(obs[None], np.array([action]), np.array([reward]), next_obs[None], np.array([discount]))
 
     def add_batch(
         self,
@@ -179,7 +172,7 @@ class ReplayBuffer:
         actions: npt.ArrayLike,
         rewards: npt.ArrayLike,
         next_obs: npt.ArrayLike,
-        terminated: npt.ArrayLike,
+        discounts: npt.ArrayLike,
     ) -> None:
         """Store ``k`` transitions; the result equals ``k`` sequential `add` calls in row order.
 
@@ -192,11 +185,11 @@ class ReplayBuffer:
             actions: ``(k,)`` integer-dtype actions >= 0.
             rewards: ``(k,)`` finite rewards.
             next_obs: ``(k, obs_dim)`` finite next observations.
-            terminated: ``(k,)`` bool or 0/1 values; 1 only where the episode truly terminated.
+            discounts: ``(k,)`` values in [0, 1]: ``gamma**k``, or 0 where the episode terminated.
 
         Raises:
             ValueError: On a wrong or inconsistent shape, a non-finite value, a negative action, or a
-                ``terminated`` value not in {0, 1}.
+                discount outside [0, 1].
             TypeError: If ``actions`` does not have an integer dtype.
         """
         obs = np.asarray(obs)
@@ -208,8 +201,8 @@ class ReplayBuffer:
             raise ValueError(f"next_obs must have shape {obs.shape} (same as obs), got {next_obs.shape}")
         actions = np.asarray(actions)
         rewards = np.asarray(rewards)
-        terminated = np.asarray(terminated)
-        for name, array in (("actions", actions), ("rewards", rewards), ("terminated", terminated)):
+        discounts = np.asarray(discounts)
+        for name, array in (("actions", actions), ("rewards", rewards), ("discounts", discounts)):
             if array.shape != (k,):
                 raise ValueError(f"{name} must have shape ({k},) to match obs {obs.shape}, got {array.shape}")
         if k == 0:
@@ -218,8 +211,22 @@ class ReplayBuffer:
         _check_finite(obs, "obs")
         _check_finite(next_obs, "next_obs")
         _check_finite(rewards, "rewards")
-        _check_binary(terminated, "terminated")
+        _check_unit_interval(discounts, "discounts")
+        self.write(obs, actions, rewards, next_obs, discounts)
 
+    def write(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        discounts: np.ndarray,
+    ) -> None:
+        """`add_batch` without validation: the collector's own hot path, whose arrays are already checked.
+
+        Args are as in `add_batch`, already of the right shapes and values; ``k >= 1``.
+        """
+        k = obs.shape[0]
         cap = self._capacity
         drop = max(0, k - cap)  # rows overwritten within this very batch
         n = k - drop
@@ -230,37 +237,50 @@ class ReplayBuffer:
             (self._actions, actions),
             (self._rewards, rewards),
             (self._next_obs, next_obs),
-            (self._terminated, terminated),
+            (self._discounts, discounts),
         ):
             ring[start : start + first] = data[drop : drop + first]
             ring[: n - first] = data[drop + first :]
         self._pos = (self._pos + k) % cap
         self._size = min(self._size + k, cap)
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, out: Batch | None = None) -> Batch:
         """Draw ``batch_size`` transitions uniformly with replacement from the filled slots.
 
         Args:
-            batch_size: Number of transitions, >= 1 (may exceed ``len(self)``).
+            batch_size: Number of transitions B, >= 1 (may exceed ``len(self)``).
+            out: Preallocated arrays to gather into (from `empty_batch`; the learner's hot path); None
+                allocates new ones.
 
         Returns:
-            A `Batch` of freshly allocated arrays with leading dimension ``batch_size``; writing to
-            them never changes the buffer.
+            A `Batch` with leading dimension B (``out`` itself when given); writing to it never changes
+            the buffer.
 
         Raises:
             TypeError: If ``batch_size`` is not an integer.
-            ValueError: If ``batch_size`` < 1 or the buffer is empty.
+            ValueError: If ``batch_size`` < 1, the buffer is empty, or ``out`` does not hold B rows.
         """
         batch_size = _int_at_least(batch_size, "batch_size", 1)
         if self._size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer (len 0); add transitions first")
-        idx = self._rng.integers(0, self._size, size=batch_size)  # (batch,)
+        idx = self._rng.integers(0, self._size, size=batch_size)  # (B,)
+        if out is None:
+            out = self.empty_batch(batch_size)
+        elif out.actions.shape != (batch_size,):
+            raise ValueError(f"out must hold {batch_size} rows, got {out.actions.shape[0]}")
+        for ring, dest in zip((self._obs, self._actions, self._rewards, self._next_obs, self._discounts), out,
+                              strict=True):
+            np.take(ring, idx, axis=0, out=dest)
+        return out
+
+    def empty_batch(self, batch_size: int) -> Batch:
+        """Uninitialised arrays for a `Batch` of ``batch_size`` rows, to pass as `sample`'s ``out``."""
         return Batch(
-            obs=self._obs[idx],
-            actions=self._actions[idx],
-            rewards=self._rewards[idx],
-            next_obs=self._next_obs[idx],
-            terminated=self._terminated[idx],
+            obs=np.empty((batch_size, self._obs_dim), self._dtype),
+            actions=np.empty(batch_size, np.int64),
+            rewards=np.empty(batch_size, self._dtype),
+            next_obs=np.empty((batch_size, self._obs_dim), self._dtype),
+            discounts=np.empty(batch_size, self._dtype),
         )
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -271,7 +291,7 @@ class ReplayBuffer:
 
         Returns:
             Copies of the filled slots, in slot order: ``obs`` and ``next_obs`` ``(len, obs_dim)``,
-            ``actions`` ``(len,)`` int64, ``rewards`` and ``terminated`` ``(len,)``; plus 0-d int64
+            ``actions`` ``(len,)`` int64, ``rewards`` and ``discounts`` ``(len,)``; plus 0-d int64
             ``pos`` (next slot written), ``size`` (``len``) and ``capacity``.
         """
         n = self._size
@@ -280,7 +300,7 @@ class ReplayBuffer:
             "actions": self._actions[:n].copy(),
             "rewards": self._rewards[:n].copy(),
             "next_obs": self._next_obs[:n].copy(),
-            "terminated": self._terminated[:n].copy(),
+            "discounts": self._discounts[:n].copy(),
             "pos": np.array(self._pos, dtype=np.int64),
             "size": np.array(n, dtype=np.int64),
             "capacity": np.array(self._capacity, dtype=np.int64),
@@ -321,7 +341,7 @@ class ReplayBuffer:
             "actions": ((size,), np.dtype(np.int64)),
             "rewards": ((size,), self._dtype),
             "next_obs": ((size, self._obs_dim), self._dtype),
-            "terminated": ((size,), self._dtype),
+            "discounts": ((size,), self._dtype),
         }
         arrays = {}
         for key, (shape, dtype) in expected.items():
@@ -334,15 +354,15 @@ class ReplayBuffer:
             _check_actions(arrays["actions"], "state['actions']")
             for key in ("obs", "rewards", "next_obs"):
                 _check_finite(arrays[key], f"state['{key}']")
-            _check_binary(arrays["terminated"], "state['terminated']")
+            _check_unit_interval(arrays["discounts"], "state['discounts']")
 
-        for ring in (self._obs, self._actions, self._rewards, self._next_obs, self._terminated):
+        for ring in (self._obs, self._actions, self._rewards, self._next_obs, self._discounts):
             ring.fill(0)
         self._obs[:size] = arrays["obs"]
         self._actions[:size] = arrays["actions"]
         self._rewards[:size] = arrays["rewards"]
         self._next_obs[:size] = arrays["next_obs"]
-        self._terminated[:size] = arrays["terminated"]
+        self._discounts[:size] = arrays["discounts"]
         self._pos, self._size = pos, size
 
 
@@ -387,13 +407,14 @@ def _check_actions(actions: np.ndarray, name: str = "actions") -> None:
         raise ValueError(f"{name} must be >= 0, got {actions[where]} at index {where}")
 
 
-def _check_binary(array: np.ndarray, name: str) -> None:
-    """Raise ValueError unless every entry of ``array`` is 0/False or 1/True."""
+def _check_unit_interval(array: np.ndarray, name: str) -> None:
+    """Raise ValueError unless every entry of ``array`` is in [0, 1] (NaN is not)."""
     _check_numeric(array, name)
-    ok = (array == 0) | (array == 1)
+    ok = (array >= 0) & (array <= 1)
     if not ok.all():
         where = int(np.argmax(~ok))
-        raise ValueError(f"{name} must be 0/False or 1/True, got {array[where]} at index {where}")
+        raise ValueError(f"{name} must be in [0, 1] (gamma**k, or 0 at termination), got {array[where]} "
+                         f"at index {where}")
 
 
 def _check_numeric(array: np.ndarray, name: str) -> None:
