@@ -5,7 +5,11 @@ Layout of the archive:
     format_version  int                             refused when newer than FORMAT_VERSION
     config          JSON of DQNConfig
     meta            JSON: obs_dim, n_actions and whatever the writer adds (counters, RNG states, ...)
-    online.W1, target.W1, optim.m.W1, replay.obs, ...   the arrays
+    online.W1, target.W1, optim.m.W1, ...          a model file's arrays (best.npz, final.npz)
+    agent/online.W1, replay/obs, collector/env/obs, ...   a training checkpoint's nested state (`flatten_state`)
+
+Versions: 1 (dqn-np 0.1: one env, replay stored `terminated`), 2 (vector envs, n-step windows, replay stores
+`discounts`). A version-1 model file still loads and evaluates; a version-1 training checkpoint cannot be resumed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 from agents.config import DQNConfig
 
 FORMAT = "dqn-np"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _RESERVED = ("format", "format_version", "config", "meta")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -162,6 +166,41 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: invalid config or metadata ({e})") from e
     arrays.pop("format")
     return Checkpoint(path, config, obs_dim, n_actions, arrays, meta)
+
+
+def flatten_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Split nested state into `.npz` arrays and JSON metadata: the one mapping from components' state to a file.
+
+    Every array leaf becomes an array under its path joined with "/" (`{"replay": {"obs": a}}` -> `"replay/obs"`);
+    everything else (numbers, strings, None, lists, generator states) stays in a nested dict of the same shape,
+    which goes into the checkpoint's JSON `meta`. `unflatten_state` puts the two back together.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {}
+    for key, value in state.items():
+        if "/" in key:
+            raise ValueError(f"state keys must not contain '/', got {prefix + key!r}")
+        if isinstance(value, np.ndarray):
+            arrays[prefix + key] = value
+        elif isinstance(value, dict) and any(isinstance(v, (np.ndarray, dict)) for v in value.values()):
+            sub_arrays, sub_meta = flatten_state(value, f"{prefix}{key}/")
+            arrays.update(sub_arrays)
+            meta[key] = sub_meta
+        else:
+            meta[key] = value
+    return arrays, meta
+
+
+def unflatten_state(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `flatten_state`: nested state from `.npz` arrays and the JSON metadata."""
+    state = json.loads(json.dumps(meta))  # a deep copy
+    for path, value in arrays.items():
+        *parents, leaf = path.split("/")
+        node = state
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return state
 
 
 def check_compatible(ckpt: Checkpoint, obs_dim: int, n_actions: int, env_id: str) -> None:

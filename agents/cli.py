@@ -57,3 +57,27 @@ def fail(prog: str, message: str) -> NoReturn:
     """Print one readable line to stderr and exit with status 2 (the command-line usage-error status)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from `"0-9"`, `"0,3,7"`, `"0-4,10-14"` or `"0 3 7"`: non-negative, distinct, ranges inclusive.
+
+    Raises:
+        ValueError: an empty list, a malformed item (`a-b`, `3-1`, `-2`), or a seed given twice, naming it.
+    """
+    seeds: list[int] = []
+    items = [item for item in text.replace(",", " ").split() if item]
+    if not items:
+        raise ValueError(f"--seeds must name at least one seed (e.g. 0-9 or 0,3,7), got {text!r}")
+    for item in items:
+        low, dash, high = item.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"--seeds item {item!r} is not a seed or a range of non-negative integers like 0-9")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"--seeds range {item!r} runs backwards; write {last}-{first}")
+        seeds.extend(range(first, last + 1))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"--seeds names seed(s) {repeated} more than once in {text!r}")
+    return seeds

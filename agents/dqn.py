@@ -181,7 +181,8 @@ class DQNAgent:
 
         try:
             agent = cls(ckpt.obs_dim, ckpt.n_actions, ckpt.config, np.random.default_rng(0))
-            agent.load_state_dict(ckpt.arrays)
+            # a training checkpoint nests the agent under "agent/" (format 2); a model file holds it at the top
+            agent.load_state_dict(_strip(ckpt.arrays, "agent/") or ckpt.arrays)
             rng_state = ckpt.meta.get("agent_rng") or ckpt.meta.get("rng", {}).get("agent")  # agent / training file
             if rng_state is not None:
                 agent.rng.bit_generator.state = rng_state

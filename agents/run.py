@@ -1,4 +1,4 @@
-"""A training run in a folder: logs, checkpoints, best model, summary, exact resume and clean interruption.
+"""A whole training run: `train(config, env_id, seed, out_dir)` -> summary, and the run folder it writes.
 
     DIR/config.json      the config, env id, seed and total steps
     DIR/progress.csv     one row per training episode (appended; trimmed to the checkpoint on resume)
@@ -10,7 +10,8 @@
     DIR/learning_curve.png  when matplotlib is installed
 
 Every file that is rewritten goes through a temporary file and `os.replace`, so a crash never leaves a
-half-written checkpoint, summary or log.
+half-written checkpoint, summary or log. `train` is the one function every command, benchmark and test calls; it is
+also where the Gymnasium side (`envs.VecEnv`) meets the loop, which itself only sees `agents.collector.VecEnvLike`.
 """
 
 from __future__ import annotations
@@ -20,23 +21,29 @@ import csv
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.callbacks import Callback, EpisodeRow, EvalRow, ProgressBar, crossed
 from agents.checkpoint import (
     CheckpointError,
     atomic_open,
     atomic_write_text,
     check_compatible,
+    flatten_state,
     load_checkpoint,
     save_checkpoint,
+    unflatten_state,
 )
 from agents.config import DQNConfig
-from agents.train import Callback, Env, EpisodeRow, EvalRow, Trainer, evaluate
+from agents.dqn import DivergenceError
+from agents.evaluation import evaluate
+from agents.train import MakeEnv, Trainer
 
+FINAL_EVAL_SEED = 2_000_000_000  # the final evaluation's episodes start from reset seed FINAL_EVAL_SEED + seed
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -86,10 +93,22 @@ class _CsvLog:
 
 
 class RunLogger(Callback):
-    """Writes the run folder as training goes; `extra` callbacks (a progress bar) are called after it."""
+    """Writes the run folder as training goes: logs, best.npz on each new best, checkpoints on a cadence.
 
-    def __init__(self, files: RunFiles, env_id: str, save_replay: bool, extra: Callback | None = None) -> None:
-        self.files, self.env_id, self.save_replay, self.extra = files, env_id, save_replay, extra or Callback()
+    Args:
+        files: the run folder's paths.
+        env_id: recorded in every file.
+        save_replay: include the replay buffer in checkpoints (needed for a bit-identical resume).
+        checkpoint_every: transitions between checkpoints; 0 only at the end.
+        total_steps: the run's total, recorded in checkpoints.
+    """
+
+    name = "run_logger"
+
+    def __init__(self, files: RunFiles, env_id: str, save_replay: bool, checkpoint_every: int = 0,
+                 total_steps: int | None = None) -> None:
+        self.files, self.env_id, self.save_replay = files, env_id, save_replay
+        self.checkpoint_every, self.total_steps = checkpoint_every, total_steps
         self.progress = _CsvLog(files.progress, EpisodeRow._fields)
         self.evals = _CsvLog(files.evals, EvalRow._fields)
         self.wall_before = 0.0  # wall seconds of earlier sessions of this run
@@ -97,28 +116,23 @@ class RunLogger(Callback):
 
     def on_episode(self, trainer: Trainer, row: EpisodeRow) -> None:
         self.progress.append(tuple(row))
-        self.extra.on_episode(trainer, row)
 
     def on_eval(self, trainer: Trainer, row: EvalRow) -> None:
         self.evals.append(tuple(row))
         if row.is_best:
             trainer.agent.save(self.files.best, meta={"env_id": self.env_id, "env_steps": trainer.env_steps})
-        self.extra.on_eval(trainer, row)
 
-    def on_progress(self, trainer: Trainer, steps: int) -> None:
-        self.extra.on_progress(trainer, steps)
-
-    def on_checkpoint(self, trainer: Trainer) -> None:
-        self.save_checkpoint(trainer)
-        self.extra.on_checkpoint(trainer)
+    def on_step(self, trainer: Trainer, steps_before: int) -> None:
+        if crossed(steps_before, trainer.env_steps, self.checkpoint_every):
+            self.save_checkpoint(trainer)
 
     def wall_seconds(self) -> float:
         return self.wall_before + time.perf_counter() - self.t0
 
     def save_checkpoint(self, trainer: Trainer) -> Path:
         """Write DIR/checkpoint.npz atomically (the previous one stays loadable until the new one is complete)."""
-        arrays, meta = trainer.state_dict(include_replay=self.save_replay)
-        meta.update(env_id=self.env_id, wall_seconds=self.wall_seconds())
+        arrays, meta = flatten_state(trainer.state_dict(include_replay=self.save_replay))
+        meta.update(env_id=self.env_id, wall_seconds=self.wall_seconds(), total_steps=self.total_steps)
         return save_checkpoint(self.files.checkpoint, trainer.config, trainer.env.obs_dim, trainer.env.n_actions,
                                arrays, meta)
 
@@ -142,96 +156,164 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def start_run(
-    make_env: Callable[[int], Env],
+def make_vec_env(env_id: str) -> MakeEnv:
+    """`(n_envs, rng) -> envs.VecEnv` for `env_id`: the one place where the loop meets Gymnasium."""
+    from envs import VecEnv  # imported here so that agents' modules never import envs or gymnasium
+
+    return lambda n_envs, rng: VecEnv(env_id, n_envs, rng)
+
+
+def env_facts(env_id: str) -> tuple[float | None, int, int]:
+    """`(reward_threshold, obs_dim, n_actions)` of `env_id`; raises `envs.EnvError` (a ValueError) for a bad id."""
+    probe = make_vec_env(env_id)(1, np.random.default_rng(0))
+    try:
+        return probe.reward_threshold, probe.obs_dim, probe.n_actions
+    finally:
+        probe.close()
+
+
+def train(
+    config: DQNConfig | None,
     env_id: str,
-    config: DQNConfig,
     seed: int,
-    out_dir: str | Path,
-    solve_threshold: float | None,
+    out_dir: str | Path | None = None,
+    total_steps: int = 50_000,
+    *,
+    resume: bool = False,
     save_replay: bool = True,
     checkpoint_every: int = 0,
-    progress: Callback | None = None,
-    resume: bool = False,
-    total_steps: int | None = None,
-) -> tuple[Trainer, RunLogger]:
-    """Build a Trainer writing into `out_dir`, fresh or resumed from `out_dir/checkpoint.npz`.
+    final_eval_episodes: int | None = None,
+    progress: bool = False,
+    callbacks: Sequence[Callback] = (),
+    handle_signals: bool = False,
+    make_env: MakeEnv | None = None,
+) -> dict[str, Any]:
+    """Train one DQN run from a config, an env id, a seed and a folder; returns its summary.
 
     Args:
-        make_env: `seed -> Env`; called once for training and once for evaluation.
-        env_id: recorded in the files.
-        config: the hyperparameters (ignored when resuming: the checkpoint's are used).
-        seed: the run's seed (ignored when resuming).
-        out_dir: the run folder; a fresh run refuses a folder that already holds a checkpoint.
-        solve_threshold: the evaluation mean that counts as solved.
-        save_replay: include the replay buffer in checkpoints (needed for a bit-identical resume).
-        checkpoint_every: environment steps between checkpoints; 0 only at the end.
-        progress: an extra callback (progress bar).
-        resume: continue the run in `out_dir`.
-        total_steps: the run's total, recorded in config.json.
+        config: the hyperparameters (None with `resume`: the checkpoint's).
+        env_id: a Gymnasium id (with `resume`: must match the run's, or None-like "" to take the run's).
+        seed: seeds every generator (ignored with `resume`: the run's own).
+        out_dir: the run folder; None trains without writing anything (sweeps, tests).
+        total_steps: the run's total transitions, also when resuming.
+        resume: continue the run in `out_dir` from its checkpoint.
+        save_replay: include the replay buffer in checkpoints.
+        checkpoint_every: transitions between checkpoints (0: only at the end).
+        final_eval_episodes: greedy episodes of the final evaluation (default: `config.eval_episodes`).
+        progress: draw a tqdm bar.
+        callbacks: extra callbacks, after the evaluator and the run logger.
+        handle_signals: SIGINT/SIGTERM stop the run after the current step; the summary says which signal.
+        make_env: `(n_envs, rng) -> VecEnvLike` (default: `envs.VecEnv` of `env_id`).
+
+    Returns:
+        The summary (also written to DIR/summary.json): status ("completed", "interrupted" or "diverged"),
+        counters, timings per phase, best and final evaluations, when it solved, `warnings` and `error`.
 
     Raises:
-        CheckpointError: resuming from a missing or bad checkpoint, or a fresh run into a used folder.
+        ValueError: a bad argument or environment (`envs.EnvError` is one), raised before anything is written.
+        CheckpointError: a bad or missing checkpoint to resume, or a fresh run into a folder that holds one.
     """
-    files = RunFiles(out_dir)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(files.checkpoint)
+    trainer, logger, warnings = _build(config, env_id, seed, out_dir, total_steps, resume, save_replay,
+                                       checkpoint_every, make_env)
+    env_id = logger.env_id if logger else env_id
+    extra = [ProgressBar(total_steps, enabled=progress), *callbacks]
+    trainer.callbacks.extend(extra)
+    status, error = "completed", None
+    with stop_on_signals(trainer) if handle_signals else contextlib.nullcontext():
         try:
-            seed = int(ckpt.meta["seed"])
-        except (KeyError, TypeError, ValueError) as e:  # e.g. a best.npz or final.npz copied over checkpoint.npz
-            raise CheckpointError(f"{ckpt.path}: not a training checkpoint (no valid seed in its metadata); "
-                                  "model files such as best.npz and final.npz cannot be resumed") from e
-        config, env_id = ckpt.config, str(ckpt.meta.get("env_id", env_id))
-    elif files.checkpoint.exists():
+            if total_steps > trainer.env_steps:
+                trainer.run(total_steps)
+            if trainer.stop_requested:
+                status = "interrupted"
+        except DivergenceError as e:
+            status, error = "diverged", str(e)
+        summary = _finish(trainer, logger, env_id, status, final_eval_episodes, make_env or make_vec_env(env_id))
+    summary.update(warnings=warnings, error=error)
+    if logger is not None:
+        atomic_write_text(logger.files.summary, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _build(config, env_id, seed, out_dir, total_steps, resume, save_replay, checkpoint_every, make_env):
+    """The trainer (fresh or resumed) and its run logger, after every check and before any file is written."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+    ckpt, warnings = None, []
+    files = RunFiles(out_dir) if out_dir is not None else None
+    if resume:
+        if files is None:
+            raise ValueError("resume needs the run folder (out_dir)")
+        ckpt = load_checkpoint(files.checkpoint)
+        if ckpt.meta.get("kind") != "trainer":
+            raise CheckpointError(f"{ckpt.path}: not a training checkpoint of this dqn-np version (model files such "
+                                  "as best.npz and final.npz, and checkpoints written before format version 2, "
+                                  "can be evaluated but not resumed)")
+        config, seed = ckpt.config, int(ckpt.meta["seed"])
+        run_env = str(ckpt.meta.get("env_id", env_id))
+        if env_id and env_id != run_env:
+            raise CheckpointError(f"{ckpt.path}: this run trains {run_env}, not {env_id}")
+        env_id = run_env
+        if total_steps < int(ckpt.meta["env_steps"]):
+            raise ValueError(f"total_steps {total_steps} is below the {ckpt.meta['env_steps']} steps this run has "
+                             "already taken")
+    elif files is not None and files.checkpoint.exists():
         raise CheckpointError(f"{files.checkpoint}: this folder already holds a run; resume it with --resume "
                               f"{files.root} or choose another --out")
-    env, eval_env = make_env(seed), make_env(seed + 1)
+    if not isinstance(config, DQNConfig):
+        raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
+    trainer = Trainer(make_env or make_vec_env(env_id), config, seed)
     if ckpt is not None:
-        check_compatible(ckpt, env.obs_dim, env.n_actions, env_id)
-    files.root.mkdir(parents=True, exist_ok=True)
-    logger = RunLogger(files, env_id, save_replay, progress)
-    trainer = Trainer(env, eval_env, config, seed, solve_threshold, logger, checkpoint_every=checkpoint_every)
+        check_compatible(ckpt, trainer.env.obs_dim, trainer.env.n_actions, env_id)
+    logger = None
+    if files is not None:
+        files.root.mkdir(parents=True, exist_ok=True)
+        logger = RunLogger(files, env_id, save_replay, checkpoint_every, total_steps)
+        trainer.callbacks.append(logger)
     if ckpt is not None:
         try:
-            trainer.load_state_dict(ckpt.arrays, ckpt.meta)
+            warnings += trainer.load_state_dict(unflatten_state(ckpt.arrays, ckpt.meta))
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{ckpt.path}: cannot resume from it ({type(e).__name__}: {e})") from e
         logger.wall_before = float(ckpt.meta.get("wall_seconds", 0.0))
-        logger.progress.trim(trainer.episodes)  # rows written after the checkpoint will be written again
-        logger.evals.trim(trainer.n_evals)
-    else:
+        logger.progress.trim(trainer.collector.episodes)  # rows written after the checkpoint are written again
+        logger.evals.trim(trainer.evaluator.n_evals)
+    if logger is not None:
         atomic_write_text(files.config, json.dumps(
-            {"env_id": env_id, "seed": seed, "total_steps": total_steps, "config": json.loads(config.to_json())},
-            indent=2) + "\n")
-    return trainer, logger
+            {"env_id": env_id, "seed": trainer.seed, "total_steps": total_steps,
+             "config": json.loads(trainer.config.to_json())}, indent=2) + "\n")
+    return trainer, logger, warnings
 
 
-def finish_run(trainer: Trainer, logger: RunLogger, env_id: str, status: str,
-               final_eval_episodes: int | None = None) -> dict[str, Any]:
-    """Write checkpoint, final model, summary and curve (only the summary when training diverged)."""
-    files = logger.files
+def _finish(trainer: Trainer, logger: RunLogger | None, env_id: str, status: str, final_eval_episodes: int | None,
+            make_env: MakeEnv) -> dict[str, Any]:
+    """Checkpoint, final model and final evaluation (not after a divergence), then the summary."""
     final_returns = None
     if status != "diverged":
-        logger.save_checkpoint(trainer)
-        trainer.agent.save(files.final, meta={"env_id": env_id, "env_steps": trainer.env_steps})
-        if trainer.eval_env is not None:
-            episodes = final_eval_episodes or trainer.config.eval_episodes
-            final_returns = evaluate(trainer.agent, trainer.eval_env, episodes, seed=2_000_000_000 + trainer.seed)
+        if logger is not None:
+            logger.save_checkpoint(trainer)
+            trainer.agent.save(logger.files.final, meta={"env_id": env_id, "env_steps": trainer.env_steps})
+        episodes = final_eval_episodes or trainer.config.eval_episodes
+        eval_env = make_env(episodes, np.random.default_rng(FINAL_EVAL_SEED + trainer.seed))
+        t0 = time.perf_counter()
+        final_returns = evaluate(trainer.agent, eval_env, episodes, seed=FINAL_EVAL_SEED + trainer.seed)
+        trainer.evaluator.seconds += time.perf_counter() - t0
     summary = {
         "env_id": env_id,
         "status": status,
         **trainer.summary(),
-        "wall_seconds": round(logger.wall_seconds(), 4),
+        "wall_seconds": None if logger is None else round(logger.wall_seconds(), 4),
         "eval_episodes": trainer.config.eval_episodes,
         "final_eval_mean": None if final_returns is None else float(final_returns.mean()),
         "final_eval_std": None if final_returns is None else float(final_returns.std()),
         "final_eval_episodes": None if final_returns is None else len(final_returns),
-        "last_metrics": trainer.last_metrics,
-        "checkpoint_bytes": files.checkpoint.stat().st_size if files.checkpoint.exists() else None,
+        "last_metrics": trainer.learner.last_metrics,
+        "checkpoint_bytes": None,
     }
-    atomic_write_text(files.summary, json.dumps(summary, indent=2) + "\n")
-    logger.close()
+    if logger is not None:
+        if logger.files.checkpoint.exists():
+            summary["checkpoint_bytes"] = logger.files.checkpoint.stat().st_size
+        summary["out_dir"] = str(logger.files.root)
+        logger.close()
     return summary
 
 

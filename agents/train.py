@@ -1,154 +1,97 @@
-"""The DQN training loop: collect experience, learn from replay, evaluate greedily, keep the best model.
+"""The DQN training loop on E environments at once: collect, learn, and let callbacks do the rest.
 
-The loop talks to the environment only through the small `Env` interface (`envs.GymEnv` adapts Gymnasium), and to
-the outside world only through a `Callback`: it returns metrics and never prints. Its whole state (agent, replay,
-every random generator, counters, the current episode) round-trips through `state_dict()`, so a resumed run
-continues bit-identically.
+    while env_steps < total:
+        collector.step(epsilon)            E transitions: act, step the envs, n-step windows -> replay
+        learner.steps(k * gradient_steps)  k = multiples of train_freq crossed by this vector step
+        callbacks.on_step                  evaluation (best model, solved), logs, progress bar, checkpoints
+
+Every cadence counts transitions (environment steps summed over the E envs), so the schedule is the same for any
+E; with E = 1 the loop is exactly the classic one-env DQN loop. The loop talks to environments only through
+`agents.collector.VecEnvLike` (`envs.VecEnv` adapts Gymnasium) and never prints. Its whole state round-trips
+through `state_dict()`, so a resumed run continues bit-identically.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from agents.callbacks import Callback, EpisodeRow, EvalRow, crossed
+from agents.collector import Collector, VecEnvLike
 from agents.config import DQNConfig
-from agents.dqn import DivergenceError, DQNAgent
+from agents.dqn import DQNAgent
+from agents.evaluation import Evaluator
+from agents.learner import Learner
 from agents.replay import ReplayBuffer
 from agents.schedules import linear_epsilon
 
-MIN_SOLVE_EPISODES = 20  # an evaluation counts as "solved" only over at least this many episodes
-EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes use seeds disjoint from training's
+MakeEnv = Callable[[int, np.random.Generator], VecEnvLike]
+"""`(n_envs, rng) -> VecEnvLike`: builds E envs whose episode reset seeds come from `rng`."""
+
+GENERATORS = ("agent", "replay", "env", "eval")
+"""What `np.random.SeedSequence(seed).spawn(4)` seeds, in order: weights and exploration, replay sampling, training
+episode resets, evaluation resets beyond the counted episodes."""
 
 
-class Step(Protocol):
-    next_obs: np.ndarray
-    reward: float
-    terminated: bool
-    truncated: bool
-
-
-class Env(Protocol):
-    """What the loop needs from an environment (`envs.GymEnv` provides it for Gymnasium)."""
-
-    obs_dim: int
-    n_actions: int
-
-    def reset(self, seed: int | None) -> np.ndarray: ...
-
-    def step(self, action: int) -> Step: ...
-
-
-class EpisodeRow(NamedTuple):
-    """One finished training episode (a row of progress.csv)."""
-
-    episode: int
-    env_steps: int
-    episode_return: float
-    length: int
-    epsilon: float
-    train_seconds: float
-
-
-class EvalRow(NamedTuple):
-    """One greedy evaluation (a row of evals.csv)."""
-
-    eval_index: int
-    env_steps: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    episodes: int
-    train_seconds: float
-    is_best: bool
-
-
-class Callback:
-    """Hooks the loop calls; override what you need (a script logs, draws a progress bar, writes files)."""
-
-    def on_episode(self, trainer: Trainer, row: EpisodeRow) -> None:
-        """After each training episode."""
-
-    def on_eval(self, trainer: Trainer, row: EvalRow) -> None:
-        """After each evaluation; when `row.is_best`, `trainer.agent` holds the new best parameters."""
-
-    def on_progress(self, trainer: Trainer, steps: int) -> None:
-        """Every `progress_every` environment steps, with the number of steps since the last call."""
-
-    def on_checkpoint(self, trainer: Trainer) -> None:
-        """Every `checkpoint_every` environment steps: the moment to save `trainer.state_dict()`."""
-
-
-def evaluate(agent: DQNAgent, env: Env, episodes: int, seed: int) -> np.ndarray:
-    """Greedy returns `(episodes,)`: episode i starts from `env.reset(seed + i)` and acts with argmax Q."""
-    returns = np.empty(episodes)
-    for i in range(episodes):
-        obs, total, done = env.reset(seed + i), 0.0, False
-        while not done:
-            step = env.step(int(np.argmax(agent.q_values(obs))))
-            obs, total, done = step.next_obs, total + step.reward, step.terminated or step.truncated
-        returns[i] = total
-    return returns
+def spawn_generators(seed: int) -> dict[str, np.random.Generator]:
+    """The run's independent generators, all derived from `seed` (see `GENERATORS`)."""
+    return {name: np.random.default_rng(s)
+            for name, s in zip(GENERATORS, np.random.SeedSequence(seed).spawn(len(GENERATORS)), strict=True)}
 
 
 class Trainer:
-    """DQN on one environment, with periodic greedy evaluation on a separately seeded copy.
+    """DQN on E environments with periodic greedy evaluation on separate ones.
 
     Args:
-        env: the training environment.
-        eval_env: the evaluation environment (a separate instance).
+        make_env: builds the training envs (E = `config.n_envs`) and the evaluation envs (E = `eval_episodes`).
         config: the hyperparameters.
-        seed: seeds every generator: weights and exploration, replay sampling, episode resets.
-        solve_threshold: mean evaluation return that counts as solved (CartPole-v1: 475); None never solves.
-        callback: receives episodes, evaluations, progress and checkpoint moments.
-        progress_every: environment steps between `on_progress` calls.
-        checkpoint_every: environment steps between `on_checkpoint` calls; 0 never.
+        seed: seeds every generator (`spawn_generators`).
+        solve_threshold: mean evaluation return that counts as solved; "env" (default) takes the env's
+            `reward_threshold` attribute (CartPole-v1: 475) if it has one; None never solves.
+        callbacks: receive episodes, evaluations and steps (logs, progress bar, checkpoints); the `Evaluator` is
+            always the first callback.
+
+    Attributes:
+        agent, replay, env, collector, learner, evaluator: the parts, each usable on its own.
+        env_steps: transitions collected so far.
+        seconds: time per phase in this process: `collect`, `sample`, `update` (learner), `evaluate`.
     """
 
     def __init__(
         self,
-        env: Env,
-        eval_env: Env | None,
+        make_env: MakeEnv,
         config: DQNConfig,
         seed: int,
-        solve_threshold: float | None = None,
-        callback: Callback | None = None,
-        progress_every: int = 1000,
-        checkpoint_every: int = 0,
+        solve_threshold: float | None | str = "env",
+        callbacks: Sequence[Callback] = (),
     ) -> None:
+        if not isinstance(config, DQNConfig):
+            raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.env, self.eval_env, self.config, self.seed = env, eval_env, config, int(seed)
+        self.config, self.seed = config, int(seed)
+        rngs = spawn_generators(self.seed)
+        self.env = make_env(config.n_envs, rngs["env"])
+        if solve_threshold == "env":
+            solve_threshold = getattr(self.env, "reward_threshold", None)
         self.solve_threshold = solve_threshold
-        self.callback = callback or Callback()
-        self.progress_every, self.checkpoint_every = progress_every, checkpoint_every
-        agent_seq, replay_seq, env_seq = np.random.SeedSequence(self.seed).spawn(3)
-        self.agent = DQNAgent(env.obs_dim, env.n_actions, config, np.random.default_rng(agent_seq))
-        self.replay = ReplayBuffer(config.buffer_size, env.obs_dim, np.random.default_rng(replay_seq), config.dtype)
-        self.env_rng = np.random.default_rng(env_seq)  # one reset seed per training episode
+        self.agent = DQNAgent(self.env.obs_dim, self.env.n_actions, config, rngs["agent"])
+        self.replay = ReplayBuffer(config.buffer_size, self.env.obs_dim, rngs["replay"], config.dtype)
+        self.collector = Collector(self.env, self.agent, self.replay, config.n_step, config.gamma)
+        self.learner = Learner(self.agent, self.replay, config.batch_size)
+        self.evaluator = Evaluator(make_env(config.eval_episodes, rngs["eval"]), config.eval_episodes,
+                                   config.eval_freq, self.seed, solve_threshold)
+        self.callbacks: list[Callback] = [self.evaluator, *callbacks]
         self.env_steps = 0
-        self.episodes = 0
-        self.train_seconds = 0.0  # time in the loop, evaluation excluded
-        self.eval_seconds = 0.0
-        self.n_evals = 0
-        self.best_eval_mean = -math.inf
-        self.best_eval_step: int | None = None
-        self.best_params: dict[str, np.ndarray] | None = None
-        self.solved_at_step: int | None = None
-        self.solved_at_seconds: float | None = None
-        self.last_eval: EvalRow | None = None
+        self.train_seconds = 0.0  # time in the loop, evaluation excluded, over every session of the run
+        self.collect_seconds = 0.0
         self.last_episode: EpisodeRow | None = None
-        self.last_metrics: dict[str, float] = {}
         self.stop_requested: str | None = None  # set (e.g. by a signal handler) to end `run` after this step
-        self._episode_seed = 0
-        self._episode_actions: list[int] = []
-        self._episode_return = 0.0
-        self._obs: np.ndarray | None = None
-        self._clock = (time.perf_counter(), 0.0, 0.0)  # (run start, eval_seconds then, train_seconds then)
+        self._started = False  # the envs have been reset (or restored)
+        self._clock = (time.perf_counter(), 0.0, 0.0)  # (run start, evaluation seconds then, train_seconds then)
 
     @property
     def epsilon(self) -> float:
@@ -156,192 +99,140 @@ class Trainer:
         cfg = self.config
         return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
 
+    @property
+    def last_eval(self) -> EvalRow | None:
+        """The last evaluation's row, or None."""
+        return self.evaluator.last
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase in this process; `train` excludes evaluation and covers earlier sessions too."""
+        return {"collect": self.collect_seconds, **self.learner.seconds, "evaluate": self.evaluator.seconds,
+                "train": self.train_seconds}
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call `event` (`on_step`, `on_episode`, `on_eval`, ...) on every callback, in order."""
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
     def run(self, total_steps: int) -> dict[str, Any]:
-        """Train until `env_steps == total_steps` (a run's total, also after resuming) or `stop_requested`.
+        """Train until `env_steps >= total_steps` (the run's total, also after resuming) or `stop_requested`.
+
+        A vector step adds E transitions, so the run ends on the first multiple of E at or past `total_steps`.
 
         Returns:
             `summary()`.
 
         Raises:
-            DivergenceError: a non-finite reward, observation, loss or gradient; the step is not applied.
+            DivergenceError: a non-finite reward, observation, loss or gradient; that step is not applied.
         """
         if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
-        cfg, agent, replay = self.config, self.agent, self.replay
-        if self._obs is None:
-            self._start_episode()
-        since_progress = 0
-        self._clock = (time.perf_counter(), self.eval_seconds, self.train_seconds)
+        cfg, collector, learner = self.config, self.collector, self.learner
+        E, clock = self.env.n_envs, time.perf_counter
+        if not self._started:
+            self.env.reset()
+            self._started = True
+        self._clock = (clock(), self.evaluator.seconds, self.train_seconds)
+        self.emit("on_run_start")
         try:
             while self.env_steps < total_steps and self.stop_requested is None:
-                obs = self._obs
-                action = agent.act(obs, self.epsilon)
-                step = self.env.step(action)
-                if not (math.isfinite(step.reward) and np.isfinite(step.next_obs).all()):
-                    raise DivergenceError(
-                        f"environment returned a non-finite reward {step.reward} or observation {step.next_obs} "
-                        f"at env step {self.env_steps + 1}")
-                # Store `terminated` only: a time-limit truncation must still bootstrap from next_obs.
-                replay.add(obs, action, step.reward, step.next_obs, step.terminated)
-                self.env_steps += 1
-                self._episode_actions.append(action)
-                self._episode_return += step.reward
-                self._obs = step.next_obs
-                if step.terminated or step.truncated:
-                    self._end_episode()
-                if (self.env_steps >= cfg.learning_starts and self.env_steps % cfg.train_freq == 0
-                        and len(replay) >= cfg.batch_size):  # a resume without saved replay refills first
-                    for _ in range(cfg.gradient_steps):
-                        self._learn()
-                since_progress += 1
-                if since_progress == self.progress_every:
-                    self.callback.on_progress(self, since_progress)
-                    since_progress = 0
-                if cfg.eval_freq and self.env_steps % cfg.eval_freq == 0 and self.eval_env is not None:
-                    self._evaluate()
-                if self.checkpoint_every and self.env_steps % self.checkpoint_every == 0:
-                    self._sync_time()
-                    self.callback.on_checkpoint(self)
+                before = self.env_steps
+                t0 = clock()
+                ended = collector.step(self.epsilon, before)  # E transitions into the n-step windows and replay
+                self.env_steps = before + E
+                self.collect_seconds += clock() - t0
+                first = collector.episodes - len(ended) + 1  # the number of the first episode that just ended
+                for k, (_env_index, episode_return, length) in enumerate(ended):
+                    self._end_episode(first + k, episode_return, length)
+                n_bursts = crossed(before, self.env_steps, cfg.train_freq)  # multiples of train_freq just passed
+                if n_bursts and self.env_steps >= cfg.learning_starts and learner.ready():
+                    learner.steps(n_bursts * cfg.gradient_steps, self.env_steps)
+                self.emit("on_step", before)
         finally:
-            self._sync_time()
-            if since_progress:
-                self.callback.on_progress(self, since_progress)
+            self.sync_time()
+            self.emit("on_run_end")
         return self.summary()
 
-    # --- the pieces of one step -------------------------------------------------------------------------------
+    def _end_episode(self, number: int, episode_return: float, length: int) -> None:
+        self.sync_time()
+        self.last_episode = EpisodeRow(number, self.env_steps, episode_return, length, self.epsilon,
+                                       round(self.train_seconds, 4))
+        self.emit("on_episode", self.last_episode)
 
-    def _learn(self) -> None:
-        try:
-            metrics = self.agent.update(self.replay.sample(self.config.batch_size))
-        except DivergenceError as e:
-            raise DivergenceError(f"training diverged at env step {self.env_steps}: {e}; "
-                                  f"last finite metrics {self.last_metrics}") from e
-        self.last_metrics = metrics
-
-    def _start_episode(self) -> None:
-        self._episode_seed = int(self.env_rng.integers(2**31))
-        self._episode_actions = []
-        self._episode_return = 0.0
-        self._obs = self.env.reset(self._episode_seed)
-
-    def _end_episode(self) -> None:
-        self.episodes += 1
-        self._sync_time()
-        self.last_episode = EpisodeRow(self.episodes, self.env_steps, self._episode_return,
-                                       len(self._episode_actions), self.epsilon, round(self.train_seconds, 4))
-        self.callback.on_episode(self, self.last_episode)
-        self._start_episode()
-
-    def _sync_time(self) -> None:
-        """train_seconds = earlier runs' total + time since this `run` began, evaluation excluded."""
+    def sync_time(self) -> None:
+        """train_seconds = earlier sessions' total + time since this `run` began, evaluation excluded."""
         t_start, eval_before, train_before = self._clock
-        self.train_seconds = train_before + time.perf_counter() - t_start - (self.eval_seconds - eval_before)
-
-    def _evaluate(self) -> None:
-        self._sync_time()
-        t0 = time.perf_counter()
-        cfg = self.config
-        seed = EVAL_SEED_OFFSET + self.seed * 10_000_019 + self.n_evals * cfg.eval_episodes
-        returns = evaluate(self.agent, self.eval_env, cfg.eval_episodes, seed)
-        self.n_evals += 1
-        mean = float(returns.mean())
-        is_best = mean > self.best_eval_mean
-        if is_best:
-            self.best_eval_mean, self.best_eval_step = mean, self.env_steps
-            self.best_params = {k: v.copy() for k, v in self.agent.online.params.items()}
-        solved = self.solve_threshold is not None and mean >= self.solve_threshold
-        if solved and self.solved_at_step is None and cfg.eval_episodes >= MIN_SOLVE_EPISODES:
-            self.solved_at_step, self.solved_at_seconds = self.env_steps, round(self.train_seconds, 4)
-        self.last_eval = EvalRow(self.n_evals, self.env_steps, mean, float(returns.std()), float(returns.min()),
-                                 float(returns.max()), cfg.eval_episodes, round(self.train_seconds, 4), is_best)
-        self.callback.on_eval(self, self.last_eval)
-        self.eval_seconds += time.perf_counter() - t0
+        self.train_seconds = train_before + time.perf_counter() - t_start - (self.evaluator.seconds - eval_before)
 
     # --- results and persistence ------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """Counters, timings, the best and last evaluation, and when the run solved its environment."""
+        """Counters, timings per phase, and the evaluator's figures (best, last, when it solved)."""
         return {
             "seed": self.seed,
             "env_steps": self.env_steps,
-            "episodes": self.episodes,
+            "episodes": self.collector.episodes,
             "updates": self.agent.n_updates,
+            "n_envs": self.env.n_envs,
             "train_seconds": round(self.train_seconds, 4),
-            "eval_seconds": round(self.eval_seconds, 4),
-            "solved": self.solved_at_step is not None,
-            "solved_at_step": self.solved_at_step,
-            "solved_at_seconds": self.solved_at_seconds,
-            "best_eval_mean": None if self.best_eval_step is None else self.best_eval_mean,
-            "best_eval_step": self.best_eval_step,
-            "last_eval_mean": None if self.last_eval is None else self.last_eval.mean,
+            "eval_seconds": round(self.evaluator.seconds, 4),
+            "phase_seconds": {k: round(v, 4) for k, v in self.seconds.items() if k != "train"},
+            **self.evaluator.summary(),
             "last_episode_return": None if self.last_episode is None else self.last_episode.episode_return,
             "interrupted": self.stop_requested,
         }
 
-    def state_dict(self, include_replay: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Everything needed to continue exactly: `(arrays, meta)` for `agents.checkpoint.save_checkpoint`.
+    def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly, as nested dicts of arrays and JSON values.
+
+        `agents.checkpoint.flatten_state` maps it to `.npz` keys. Each part's state holds its own generator.
 
         Args:
             include_replay: save the replay buffer; without it a resumed run refills the buffer and is no longer
                 bit-identical to an uninterrupted one.
         """
-        arrays = self.agent.state_dict()
-        if include_replay:
-            arrays.update({f"replay.{k}": v for k, v in self.replay.state_dict().items()})
-        if self.best_params is not None:
-            arrays.update({f"best.{k}": v.copy() for k, v in self.best_params.items()})
-        arrays["episode.actions"] = np.array(self._episode_actions, dtype=np.int64)
-        meta = {
+        state: dict[str, Any] = {
+            "kind": "trainer",
             "seed": self.seed,
             "env_steps": self.env_steps,
-            "episodes": self.episodes,
             "train_seconds": self.train_seconds,
-            "eval_seconds": self.eval_seconds,
-            "n_evals": self.n_evals,
-            "best_eval_mean": None if self.best_eval_step is None else self.best_eval_mean,
-            "best_eval_step": self.best_eval_step,
-            "solved_at_step": self.solved_at_step,
-            "solved_at_seconds": self.solved_at_seconds,
-            "last_eval": None if self.last_eval is None else list(self.last_eval),
             "last_episode": None if self.last_episode is None else list(self.last_episode),
-            "last_metrics": self.last_metrics,
-            "episode_seed": self._episode_seed,
-            "episode_return": self._episode_return,
+            "last_metrics": self.learner.last_metrics,
+            "agent": self.agent.state_dict(),
+            "rng": {"agent": self.agent.rng.bit_generator.state, "replay": self.replay.rng.bit_generator.state},
+            "collector": self.collector.state_dict(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
             "replay_saved": include_replay,
-            "rng": {
-                "agent": self.agent.rng.bit_generator.state,
-                "replay": self.replay.rng.bit_generator.state,
-                "env": self.env_rng.bit_generator.state,
-            },
         }
-        return arrays, json.loads(json.dumps(meta))
+        if include_replay:
+            state["replay"] = self.replay.state_dict()
+        return state
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Restore `state_dict()` output into a Trainer built with the same env, config and seed.
+    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+        """Restore `state_dict()` output into a Trainer built with the same make_env, config and seed.
 
-        The current episode is rebuilt by resetting the environment with its seed and replaying its actions, so
-        any environment that is deterministic given its reset seed continues exactly where it was.
+        Returns:
+            Warnings for the user, one line each (an environment whose state could not be restored exactly, a
+            checkpoint saved without its replay buffer).
         """
-        self.agent.load_state_dict(arrays)
-        if meta["replay_saved"]:
-            self.replay.load_state_dict({k[len("replay."):]: v for k, v in arrays.items() if k.startswith("replay.")})
-        best = {k[len("best."):]: v.copy() for k, v in arrays.items() if k.startswith("best.")}
-        self.best_params = best or None
-        for name in ("env_steps", "episodes", "n_evals", "best_eval_step", "solved_at_step"):
-            setattr(self, name, meta[name])
-        self.train_seconds, self.eval_seconds = float(meta["train_seconds"]), float(meta["eval_seconds"])
-        self.best_eval_mean = -math.inf if meta["best_eval_mean"] is None else float(meta["best_eval_mean"])
-        self.solved_at_seconds = meta["solved_at_seconds"]
-        self.last_eval = None if meta["last_eval"] is None else EvalRow(*meta["last_eval"])
-        self.last_episode = None if meta["last_episode"] is None else EpisodeRow(*meta["last_episode"])
-        self.last_metrics = dict(meta["last_metrics"])
-        self.agent.rng.bit_generator.state = meta["rng"]["agent"]
-        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
-        self.env_rng.bit_generator.state = meta["rng"]["env"]
-        self._episode_seed = int(meta["episode_seed"])
-        self._episode_return = float(meta["episode_return"])
-        self._episode_actions = [int(a) for a in arrays["episode.actions"]]
-        obs = self.env.reset(self._episode_seed)
-        for action in self._episode_actions:
-            obs = self.env.step(action).next_obs
-        self._obs = obs
+        warnings = []
+        self.agent.load_state_dict(state["agent"])
+        self.agent.rng.bit_generator.state = state["rng"]["agent"]
+        self.replay.rng.bit_generator.state = state["rng"]["replay"]
+        if state["replay_saved"]:
+            self.replay.load_state_dict(state["replay"])
+        else:
+            warnings.append("the checkpoint holds no replay buffer: it refills before training goes on, so this "
+                            "run will differ from an uninterrupted one")
+        if not self.collector.load_state_dict(state["collector"]):
+            warnings.append("the environments' state could not be restored exactly: they start fresh episodes")
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and cb.name in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.name])
+        self.env_steps = int(state["env_steps"])
+        self.train_seconds = float(state["train_seconds"])
+        self.last_episode = None if state["last_episode"] is None else EpisodeRow(*state["last_episode"])
+        self.learner.last_metrics = dict(state["last_metrics"])
+        self._started = True
+        return warnings

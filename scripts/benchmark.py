@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Train several seeds with the default (or given) settings and report time to solve, per seed and as medians.
+"""Train several seeds and report time to solve, per seed and as medians, with the time split by phase.
 
-Each seed runs in this process, one after another (no two runs share the CPU), into OUT/seed<k>/ exactly as
-`train_cartpole.py` would write it. After training, the best checkpoint is evaluated greedily over
---best-eval-episodes episodes. The time of each training run is split into gradient updates (agent.update),
-replay sampling, and the rest of the loop (acting, stepping the environment, storing transitions).
+Each seed runs in this process, one after another (no two runs share the CPU), through `agents.run.train`, the same
+function `train_cartpole.py` calls. After training, the best checkpoint is evaluated greedily over
+--best-eval-episodes episodes. The loop times its own phases: collect (act, step the envs, store), replay sampling,
+gradient updates, and evaluation (which is not training time). Runs go to a temporary folder that is removed at the
+end, unless --out keeps them.
 
 Example:
-    python scripts/benchmark.py --seeds 0 1 2 3 4 5 6 7 8 9 --json bench.json
+    python scripts/benchmark.py --seeds 0-9 --json bench.json
 """
 
 from __future__ import annotations
@@ -19,70 +20,54 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
-import envs  # noqa: E402
+import numpy as np  # noqa: E402
+
 from agents.checkpoint import CheckpointError  # noqa: E402
-from agents.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
+from agents.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.dqn import DQNAgent  # noqa: E402
-from agents.run import finish_run, start_run  # noqa: E402
-from agents.train import evaluate  # noqa: E402
+from agents.evaluation import evaluate  # noqa: E402
+from agents.run import RunFiles, env_facts, make_vec_env, train  # noqa: E402
 
 PROG = "benchmark.py"
-
-
-def _timed(fn: Callable, box: list[float]) -> Callable:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            box[0] += time.perf_counter() - t0
-
-    return wrapper
+BEST_EVAL_SEED = 3_000_000_000
 
 
 def run_seed(env_id: str, config: DQNConfig, seed: int, total_steps: int, out: Path, best_episodes: int) -> dict:
     """Train one seed into `out`, then evaluate its best checkpoint; returns the figures of one table row."""
-    probe = envs.GymEnv(envs.make_env(env_id))
-    threshold = probe.reward_threshold
-    probe.close()
-    trainer, logger = start_run(lambda s: envs.GymEnv(envs.make_env(env_id, s)), env_id, config, seed, out,
-                                threshold, checkpoint_every=0)
-    update_s, sample_s = [0.0], [0.0]
-    trainer.agent.update = _timed(trainer.agent.update, update_s)  # type: ignore[method-assign]
-    trainer.replay.sample = _timed(trainer.replay.sample, sample_s)  # type: ignore[method-assign]
-    trainer.run(total_steps)
-    summary = finish_run(trainer, logger, env_id, "completed")
+    summary = train(config, env_id, seed, out, total_steps)
     best = {"mean": None, "std": None}
-    if logger.files.best.exists():
-        agent = DQNAgent.load(logger.files.best)
-        returns = evaluate(agent, envs.GymEnv(envs.make_env(env_id, 0)), best_episodes, seed=3_000_000_000 + seed)
+    files = RunFiles(out)
+    if files.best.exists():
+        agent = DQNAgent.load(files.best)
+        env = make_vec_env(env_id)(min(best_episodes, 100), np.random.default_rng(seed))
+        returns = evaluate(agent, env, best_episodes, seed=BEST_EVAL_SEED + seed)
         best = {"mean": float(returns.mean()), "std": float(returns.std())}
-    train_s = summary["train_seconds"]
+    phases = summary["phase_seconds"]
+    steps = summary["env_steps"]
     return {
         "seed": seed,
         "solved": summary["solved"],
         "solved_at_step": summary["solved_at_step"],
         "solved_at_seconds": summary["solved_at_seconds"],
-        "train_seconds": train_s,
-        "steps": summary["env_steps"],
+        "train_seconds": summary["train_seconds"],
+        "eval_seconds": summary["eval_seconds"],
+        "steps": steps,
         "updates": summary["updates"],
         "best_eval_mean": summary["best_eval_mean"],
         "final_eval_mean": summary["final_eval_mean"],
-        f"best_ckpt_{best_episodes}ep_mean": best["mean"],
-        f"best_ckpt_{best_episodes}ep_std": best["std"],
-        "update_seconds": round(update_s[0], 4),
-        "sample_seconds": round(sample_s[0], 4),
-        "loop_seconds": round(train_s - update_s[0] - sample_s[0], 4),
-        "us_per_update": round(1e6 * update_s[0] / max(summary["updates"], 1), 1),
-        "us_per_env_step_excl_updates": round(1e6 * (train_s - update_s[0] - sample_s[0]) / summary["env_steps"], 1),
+        "best_ckpt_mean": best["mean"],
+        "best_ckpt_std": best["std"],
+        **{f"{k}_seconds": v for k, v in phases.items() if k != "evaluate"},
+        "us_per_update": round(1e6 * phases["update"] / max(summary["updates"], 1), 1),
+        "us_per_transition_collect": round(1e6 * phases["collect"] / steps, 2),
+        "eval_ms_each": round(1e3 * summary["eval_seconds"] / max(summary["n_evals"], 1), 1),
     }
 
 
@@ -94,54 +79,63 @@ def _median(rows: list[dict], key: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-id", default="CartPole-v1")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    p.add_argument("--seeds", default="0-9", help="seeds: a range 0-9, a list 0,3,7, or both (default: 0-9)")
     p.add_argument("--total-steps", type=int, default=50_000)
     p.add_argument("--best-eval-episodes", type=int, default=100, help="greedy episodes for the best checkpoint")
-    p.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--out", default=None, help="keep the runs in this folder (default: a temporary folder, removed)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as one JSON object")
     add_config_args(p)
     args = p.parse_args(argv)
     try:
+        seeds = parse_seeds(args.seeds)
         config = DQNConfig(**config_overrides(args))
-        if args.total_steps < 1 or args.best_eval_episodes < 1 or min(args.seeds) < 0:
-            raise ValueError("--total-steps and --best-eval-episodes must be >= 1 and seeds >= 0")
-        envs.make_env(args.env_id).close()
+        if args.total_steps < 1 or args.best_eval_episodes < 1:
+            raise ValueError("--total-steps and --best-eval-episodes must be >= 1")
+        threshold = env_facts(args.env_id)[0]
     except ValueError as e:
         fail(PROG, str(e))
-    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="dqn-np-bench-"))
-    rows = []
-    best_key = f"best_ckpt_{args.best_eval_episodes}ep_mean"
-    print(f"{'seed':>4} {'solved@step':>11} {'solved@s':>9} {'train s':>8} {'best eval':>9} {'final':>7} "
-          f"{'best ckpt':>9} {'µs/update':>9} {'µs/step*':>8}", flush=True)
-    for seed in args.seeds:
-        try:
-            r = run_seed(args.env_id, config, seed, args.total_steps, root / f"seed{seed}", args.best_eval_episodes)
-        except CheckpointError as e:  # OUT/seed<k> already holds a run (e.g. a benchmark re-run with the same --out)
-            fail(PROG, str(e))
-        rows.append(r)
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        print(f"{seed:>4} {fmt(r['solved_at_step'], 'd'):>11} {fmt(r['solved_at_seconds'], '.2f'):>9} "
-              f"{r['train_seconds']:>8.2f} {fmt(r['best_eval_mean'], '.1f'):>9} {fmt(r['final_eval_mean'], '.1f'):>7} "
-              f"{fmt(r[best_key], '.1f'):>9} {r['us_per_update']:>9.1f} {r['us_per_env_step_excl_updates']:>8.1f}",
-              flush=True)
-    medians = {k: _median(rows, k) for k in ("solved_at_step", "solved_at_seconds", "train_seconds", "best_eval_mean",
-                                             "final_eval_mean", best_key, "update_seconds", "sample_seconds",
-                                             "loop_seconds", "us_per_update", "us_per_env_step_excl_updates")}
+    print(f"{len(seeds)} seeds x {args.total_steps} steps of {args.env_id} with n_envs={config.n_envs}, "
+          f"n_step={config.n_step}, batch {config.batch_size}; on CartPole each seed takes a few seconds", flush=True)
+    with tempfile.TemporaryDirectory(prefix="dqn-np-bench-") as tmp:
+        root = Path(args.out) if args.out else Path(tmp)
+        rows = []
+        print(f"{'seed':>4} {'solved@step':>11} {'solved@s':>9} {'train s':>8} {'best eval':>9} {'final':>7} "
+              f"{'best ckpt':>9} {'µs/update':>9} {'µs/trans':>8} {'eval ms':>7}", flush=True)
+        for seed in seeds:
+            try:
+                r = run_seed(args.env_id, config, seed, args.total_steps, root / f"seed{seed}",
+                             args.best_eval_episodes)
+            except CheckpointError as e:  # OUT/seed<k> already holds a run (a re-run with the same --out)
+                fail(PROG, str(e))
+            rows.append(r)
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            print(f"{seed:>4} {fmt(r['solved_at_step'], 'd'):>11} {fmt(r['solved_at_seconds'], '.2f'):>9} "
+                  f"{r['train_seconds']:>8.2f} {fmt(r['best_eval_mean'], '.1f'):>9} "
+                  f"{fmt(r['final_eval_mean'], '.1f'):>7} {fmt(r['best_ckpt_mean'], '.1f'):>9} "
+                  f"{r['us_per_update']:>9.1f} {r['us_per_transition_collect']:>8.2f} {r['eval_ms_each']:>7.1f}",
+                  flush=True)
+    keys = ("solved_at_step", "solved_at_seconds", "train_seconds", "best_eval_mean", "final_eval_mean",
+            "best_ckpt_mean", "collect_seconds", "sample_seconds", "update_seconds", "us_per_update",
+            "us_per_transition_collect", "eval_ms_each")
+    medians = {k: _median(rows, k) for k in keys}
     n_solved = sum(r["solved"] for r in rows)
-    n_best_ok = sum(r[best_key] is not None and r[best_key] >= 475 for r in rows)
-    print(f"median: solved at step {medians['solved_at_step']}, {medians['solved_at_seconds']} s; "
-          f"train {medians['train_seconds']} s; {n_solved}/{len(rows)} seeds solved; "
-          f"{n_best_ok}/{len(rows)} best checkpoints >= 475 over {args.best_eval_episodes} episodes")
-    print(f"time split (medians, s): updates {medians['update_seconds']}, replay sampling "
-          f"{medians['sample_seconds']}, rest of loop {medians['loop_seconds']}  (*µs/step: per env step, "
-          f"updates and sampling excluded)")
-    result = {"env_id": args.env_id, "total_steps": args.total_steps, "config": json.loads(config.to_json()),
-              "runs_dir": str(root), "seeds": rows, "medians": medians, "n_solved": n_solved,
-              "n_best_checkpoint_ok": n_best_ok}
-    line = json.dumps(result)
+    ok = [r["seed"] for r in rows if threshold is not None and r["best_ckpt_mean"] is not None
+          and r["best_ckpt_mean"] >= threshold]
+    failed = [r["seed"] for r in rows if not r["solved"]]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(f"median: solved at step {medians['solved_at_step']}, {medians['solved_at_seconds']} s of training; "
+          f"{n_solved}/{len(rows)} seeds solved" + (f" (not: {failed})" if failed else "") +
+          f"; {len(ok)}/{len(rows)} best checkpoints >= {threshold} over {args.best_eval_episodes} episodes")
+    print(f"time split (medians, s): collect {medians['collect_seconds']}, replay sampling "
+          f"{medians['sample_seconds']}, updates {medians['update_seconds']}; {medians['us_per_update']} µs per "
+          f"update, {medians['us_per_transition_collect']} µs per transition collected, "
+          f"{medians['eval_ms_each']} ms per evaluation; peak RSS {peak_mb:.0f} MB")
     if args.json:
-        Path(args.json).write_text(line + "\n")
-    print(line)
+        result = {"env_id": args.env_id, "total_steps": args.total_steps, "config": json.loads(config.to_json()),
+                  "seeds": rows, "medians": medians, "n_solved": n_solved, "best_checkpoint_ok": ok,
+                  "failed_seeds": failed, "peak_rss_mb": round(peak_mb, 1), "machine": platform.processor(),
+                  "numpy": np.__version__}
+        Path(args.json).write_text(json.dumps(result) + "\n")
     return 0
 
 

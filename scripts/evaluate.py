@@ -1,7 +1,8 @@
 """Greedy evaluation of a saved agent: mean ± std of the return over N seeded episodes.
 
-Takes a `best.npz` / `final.npz` or a training checkpoint. The environment defaults to the `env_id` recorded in the
-file (CartPole-v1 if none); episode i starts from `reset(seed + i)`, so the same command gives the same numbers.
+Takes a `best.npz` / `final.npz`, a training checkpoint, or a run folder (its `best.npz`). The environment defaults
+to the `env_id` recorded in the file (CartPole-v1 if none); episode i starts from `reset(seed + i)`, so the same
+command gives the same numbers. The episodes run side by side in a vector environment.
 Every error (missing, corrupt, foreign or too-new file; unknown environment; a network that does not fit the
 environment) is one line on stderr and exit status 2.
 
@@ -15,19 +16,22 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from agents.cli import OneLineParser, fail
 from agents.dqn import DQNAgent
-from agents.train import evaluate
-from envs import EnvError, GymEnv, make_env
+from agents.evaluation import evaluate
+from envs import EnvError, VecEnv
 
 PROG = "evaluate.py"
 DEFAULT_ENV_ID = "CartPole-v1"
+MAX_ENVS = 100  # episodes beyond this run in waves
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="best.npz, final.npz or a training checkpoint")
+    parser.add_argument("checkpoint", type=Path, help="best.npz, final.npz, a training checkpoint, or a run folder")
     parser.add_argument("--episodes", type=int, default=100, help="greedy episodes to run (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")
     parser.add_argument("--env-id", help=f"Gymnasium id; default: the file's env_id, else {DEFAULT_ENV_ID}")
@@ -42,12 +46,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    path = args.checkpoint
+    if path.is_dir():
+        path = path / "best.npz"
+        print(f"{args.checkpoint} is a run folder: evaluating its best checkpoint {path}")
     try:
-        ckpt = load_checkpoint(args.checkpoint)  # validates the file before an environment is built
+        ckpt = load_checkpoint(path)  # validates the file before an environment is built
         env_id = args.env_id if args.env_id is not None else ckpt.meta.get("env_id", DEFAULT_ENV_ID)
         if not isinstance(env_id, str):
             raise CheckpointError(f"{ckpt.path}: env_id in its metadata must be a string, got {env_id!r}")
-        env = GymEnv(make_env(env_id, seed=args.seed))
+        env = VecEnv(env_id, min(args.episodes, MAX_ENVS), np.random.default_rng(args.seed))
     except (CheckpointError, EnvError) as e:
         fail(PROG, str(e))
     try:

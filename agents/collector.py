@@ -1,0 +1,121 @@
+"""The collector: acts in E environments at once, steps them, keeps episode statistics, and feeds the replay buffer.
+
+One call of `Collector.step` is one vector step, E transitions:
+
+    obs (E, obs_dim) -> actions (E,)        one forward pass, one uniform draw per env for epsilon
+    env.step(actions) -> next_obs, reward, terminated, truncated      (E,) each; the true final obs where one ended
+    n-step windows -> finished transitions -> replay buffer            discount = gamma^k, 0 at termination
+
+The environment is anything with the `VecEnvLike` shape (`envs.VecEnv` adapts Gymnasium); the collector never sees
+Gymnasium's autoreset, info dicts or reset transitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from agents.dqn import DivergenceError, DQNAgent
+from agents.nstep import NStepWindows
+from agents.replay import ReplayBuffer
+
+
+class VecStepLike(Protocol):
+    next_obs: np.ndarray  # (E, obs_dim)
+    reward: np.ndarray  # (E,)
+    terminated: np.ndarray  # (E,) bool
+    truncated: np.ndarray  # (E,) bool
+
+
+class VecEnvLike(Protocol):
+    """What the loop needs from E environments stepped together (`envs.VecEnv` provides it)."""
+
+    n_envs: int
+    obs_dim: int
+    n_actions: int
+    obs: np.ndarray  # (E, obs_dim): the current observation of each env (a new episode's first after an end);
+    # `step` replaces it with a new array and never writes into the old one, which the collector still reads
+
+    def reset(self, seeds: np.ndarray | None = None) -> np.ndarray: ...
+
+    def step(self, actions: np.ndarray) -> VecStepLike: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool: ...
+
+
+class Collector:
+    """Runs the behaviour policy in E envs and stores what happens.
+
+    Args:
+        env: the E training environments (already reset, or reset here when `obs` is missing).
+        agent: acts epsilon-greedily.
+        replay: receives the n-step transitions.
+        n_step: n of the returns.
+        gamma: the discount factor.
+
+    Attributes:
+        episodes: training episodes finished so far.
+        episode_return: (E,) return of each env's current episode so far.
+        episode_length: (E,) steps of each env's current episode so far.
+    """
+
+    def __init__(self, env: VecEnvLike, agent: DQNAgent, replay: ReplayBuffer, n_step: int, gamma: float) -> None:
+        self.env, self.agent, self.replay = env, agent, replay
+        E = env.n_envs
+        self.windows = NStepWindows(E, n_step, gamma, env.obs_dim, replay.dtype)
+        self.episodes = 0
+        self.episode_return = np.zeros(E)
+        self.episode_length = np.zeros(E, np.int64)
+
+    def step(self, epsilon: float, env_steps: int) -> list[tuple[int, float, int]]:
+        """One vector step: act, step, store; returns `(env index, return, length)` of the episodes it ended.
+
+        Args:
+            epsilon: exploration probability for this step.
+            env_steps: transitions before this step (named in error messages).
+
+        Raises:
+            DivergenceError: the environment returned a non-finite reward or observation; nothing was stored.
+        """
+        obs = self.env.obs  # (E, obs_dim); the env replaces it on step, so this reference stays valid
+        actions = self.agent.act(obs, epsilon)  # (E,): one forward pass, one uniform per env
+        step = self.env.step(actions)
+        if not (np.isfinite(step.reward).all() and np.isfinite(step.next_obs).all()):
+            raise DivergenceError(f"environment returned a non-finite reward {step.reward} or observation at env "
+                                  f"steps {env_steps + 1}..{env_steps + self.env.n_envs}")
+        # Termination ends the n-step sum without a bootstrap; truncation keeps gamma^k (the time limit is not the MDP).
+        t = self.windows.push(obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
+        if len(t.actions):
+            self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts)
+        self.episode_return += step.reward
+        self.episode_length += 1
+        done = step.terminated | step.truncated
+        if not done.any():
+            return []
+        ended = [(int(i), float(self.episode_return[i]), int(self.episode_length[i])) for i in np.flatnonzero(done)]
+        self.episodes += len(ended)
+        self.episode_return[done] = 0.0
+        self.episode_length[done] = 0
+        return ended
+
+    def state_dict(self) -> dict[str, Any]:
+        """Episode statistics, the pending n-step windows and the environments' own state."""
+        return {"episodes": self.episodes, "episode_return": self.episode_return.copy(),
+                "episode_length": self.episode_length.copy(), "windows": self.windows.state_dict(),
+                "env": self.env.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore `state_dict()`; returns False when the environments could not be restored exactly.
+
+        In that case they start fresh episodes, so the pending windows and episode statistics are dropped too.
+        """
+        exact = self.env.load_state_dict(state["env"])
+        self.episodes = int(state["episodes"])
+        if exact:
+            self.windows.load_state_dict(state["windows"])
+            self.episode_return[...] = state["episode_return"]
+            self.episode_length[...] = state["episode_length"]
+        return exact

@@ -1,0 +1,140 @@
+"""Greedy evaluation, side by side: N episodes run together in a vector environment, each counted once.
+
+`evaluate` gives episode i the reset seed `seed + i` and acts with argmax Q; with E >= N envs all N episodes run at
+once (the CartPole vector env steps 20 envs for the price of one), otherwise in waves of E. An env whose episode ended
+keeps stepping until the slowest one ends, but its later episodes are never counted.
+
+`Evaluator` is the callback that evaluates every `eval_freq` transitions, keeps the best parameters and decides
+"solved": a greedy mean >= the environment's reward threshold over at least `MIN_SOLVE_EPISODES` episodes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agents.callbacks import Callback, EvalRow, crossed
+from agents.collector import VecEnvLike
+from agents.dqn import DQNAgent
+
+if TYPE_CHECKING:
+    from agents.train import Trainer
+
+MIN_SOLVE_EPISODES = 20  # an evaluation counts as "solved" only over at least this many episodes
+EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes use seeds disjoint from training's
+
+
+def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int) -> np.ndarray:
+    """Greedy returns `(episodes,)`: episode i starts from reset seed `seed + i` and acts with argmax Q.
+
+    Args:
+        agent: acts greedily (its exploration generator is not touched).
+        env: E envs; episodes run in waves of E.
+        episodes: N >= 1.
+        seed: the first episode's reset seed.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    E = env.n_envs
+    returns = np.empty(episodes)
+    for start in range(0, episodes, E):
+        m = min(E, episodes - start)  # episodes counted in this wave; envs m.. run but are ignored
+        obs = env.reset(seed + start + np.arange(E))
+        total = np.zeros(E)
+        running = np.arange(E) < m
+        while running.any():
+            step = env.step(agent.greedy(obs))  # (E,) argmax_a Q(obs, a)
+            total += np.where(running, step.reward, 0.0)
+            running &= ~(step.terminated | step.truncated)
+            obs = env.obs
+        returns[start:start + m] = total[:m]
+    return returns
+
+
+class Evaluator(Callback):
+    """Evaluates every `freq` transitions; tracks the best parameters and the first solving evaluation.
+
+    Args:
+        env: the evaluation envs (their own instances, E = `episodes` runs every episode at once).
+        episodes: greedy episodes per evaluation.
+        freq: transitions between evaluations; 0 never (the final evaluation is the caller's).
+        seed: the run's seed; evaluation k uses reset seeds `EVAL_SEED_OFFSET + seed * 10_000_019 + k * episodes + i`.
+        solve_threshold: mean return that counts as solved; None never solves.
+    """
+
+    name = "evaluator"
+
+    def __init__(self, env: VecEnvLike, episodes: int, freq: int, seed: int, solve_threshold: float | None) -> None:
+        self.env, self.episodes, self.freq, self.seed = env, episodes, freq, seed
+        self.solve_threshold = solve_threshold
+        self.n_evals = 0
+        self.best_mean = -math.inf
+        self.best_step: int | None = None
+        self.best_params: dict[str, np.ndarray] | None = None
+        self.solved_at_step: int | None = None
+        self.solved_at_seconds: float | None = None
+        self.last: EvalRow | None = None
+        self.seconds = 0.0  # time spent evaluating; not training time
+
+    def on_step(self, trainer: Trainer, steps_before: int) -> None:
+        if crossed(steps_before, trainer.env_steps, self.freq):
+            self.run(trainer)
+
+    def run(self, trainer: Trainer) -> EvalRow:
+        """Evaluate the current agent now, update best and solved, and emit `on_eval` to every callback."""
+        t0 = time.perf_counter()
+        trainer.sync_time()
+        seed = EVAL_SEED_OFFSET + self.seed * 10_000_019 + self.n_evals * self.episodes
+        returns = evaluate(trainer.agent, self.env, self.episodes, seed)
+        self.n_evals += 1
+        mean = float(returns.mean())
+        is_best = mean > self.best_mean
+        if is_best:
+            self.best_mean, self.best_step = mean, trainer.env_steps
+            self.best_params = {k: v.copy() for k, v in trainer.agent.online.params.items()}
+        solved = self.solve_threshold is not None and mean >= self.solve_threshold
+        if solved and self.solved_at_step is None and self.episodes >= MIN_SOLVE_EPISODES:
+            self.solved_at_step, self.solved_at_seconds = trainer.env_steps, round(trainer.train_seconds, 4)
+        self.last = EvalRow(self.n_evals, trainer.env_steps, mean, float(returns.std()), float(returns.min()),
+                            float(returns.max()), self.episodes, round(trainer.train_seconds, 4), is_best)
+        trainer.emit("on_eval", self.last)  # saving best.npz counts as evaluation time, not training time
+        self.seconds += time.perf_counter() - t0
+        return self.last
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of the evaluations so far, for the run's summary."""
+        return {
+            "solved": self.solved_at_step is not None,
+            "solved_at_step": self.solved_at_step,
+            "solved_at_seconds": self.solved_at_seconds,
+            "best_eval_mean": None if self.best_step is None else self.best_mean,
+            "best_eval_step": self.best_step,
+            "last_eval_mean": None if self.last is None else self.last.mean,
+            "n_evals": self.n_evals,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, best and solved figures, the last row and the best parameters."""
+        return {
+            "n_evals": self.n_evals,
+            "best_mean": None if self.best_step is None else self.best_mean,
+            "best_step": self.best_step,
+            "best_params": self.best_params or {},
+            "solved_at_step": self.solved_at_step,
+            "solved_at_seconds": self.solved_at_seconds,
+            "last": None if self.last is None else list(self.last),
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` output."""
+        self.n_evals = int(state["n_evals"])
+        self.best_step = state["best_step"]
+        self.best_mean = -math.inf if state["best_mean"] is None else float(state["best_mean"])
+        self.best_params = {k: np.array(v) for k, v in state["best_params"].items()} or None
+        self.solved_at_step, self.solved_at_seconds = state["solved_at_step"], state["solved_at_seconds"]
+        self.last = None if state["last"] is None else EvalRow(*state["last"])
+        self.seconds = float(state["seconds"])
