@@ -68,11 +68,23 @@ class DQNAgent:
             return self.online.forward(obs[None, :])[0]
         return self.online.forward(obs)
 
-    def act(self, obs: np.ndarray, epsilon: float) -> int:
-        """Epsilon-greedy action for one observation `(obs_dim,)`: uniform with probability epsilon, else argmax Q."""
-        if self.rng.random() < epsilon:
-            return int(self.rng.integers(self.n_actions))
-        return int(np.argmax(self.q_values(obs)))
+    def act(self, obs: np.ndarray, epsilon: float) -> int | np.ndarray:
+        """Epsilon-greedy actions: `obs: (obs_dim,)` -> int, `(E, obs_dim)` -> `(E,)` int64.
+
+        One uniform draw per env decides exploration; the k exploring envs then draw uniform actions.
+        """
+        if np.ndim(obs) == 1:
+            return int(self.act(np.asarray(obs)[None], epsilon)[0])
+        explore = self.rng.random(len(obs)) < epsilon
+        actions = self.greedy(obs)
+        k = int(explore.sum())
+        if k:
+            actions[explore] = self.rng.integers(self.n_actions, size=k)
+        return actions
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """argmax_a Q(obs, a): `(E, obs_dim)` -> `(E,)` int64; draws nothing."""
+        return self.online.forward(np.asarray(obs, dtype=self.online.dtype)).argmax(axis=1)
 
     def td_targets(self, batch: Batch) -> np.ndarray:
         """`y = R + discount * Q_target(s', a')`, shape `(B,)`, treated as a constant.

@@ -1,5 +1,5 @@
-"""agents/run.py at library level: divergence leaves the last good checkpoint untouched, signals stop the loop
-cleanly and restore the handlers, and start_run refuses folders and files it must not use."""
+"""agents/run.py at library level: `train` writes the run folder, divergence leaves the last good checkpoint
+untouched, signals stop the loop cleanly and restore the handlers, and refused folders and files stay as they were."""
 
 import hashlib
 import json
@@ -13,28 +13,24 @@ import numpy as np
 import pytest
 
 import envs
+from agents.callbacks import Callback, EpisodeRow
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.config import DQNConfig
-from agents.dqn import DivergenceError
-from agents.run import RunFiles, finish_run, start_run, stop_on_signals
-from agents.train import Callback, EpisodeRow, Trainer
+from agents.run import RunFiles, stop_on_signals, train
+from agents.train import Trainer
 
 ENV_ID = "CartPole-v1"
 # One gradient step per env step, so the step at which an injected NaN is seen is known exactly.
 CONFIG = DQNConfig(hidden_sizes=(16,), batch_size=32, learning_starts=100, train_freq=1, gradient_steps=1,
-                   target_update_interval=100, eval_freq=500, eval_episodes=3)
-
-
-def cartpole(seed: int) -> envs.GymEnv:
-    return envs.GymEnv(envs.make_env(ENV_ID, seed))
+                   target_update_interval=100, eval_freq=500, eval_episodes=3, n_envs=1)
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _start(out: Path, make_env=cartpole, **kwargs):
-    return start_run(make_env, ENV_ID, CONFIG, 0, out, solve_threshold=475.0, **kwargs)
+def _train(out: Path, total: int, **kwargs) -> dict:
+    return train(CONFIG if not kwargs.get("resume") else None, ENV_ID, 0, out, total, **kwargs)
 
 
 class NanReward(gym.Wrapper):
@@ -48,6 +44,20 @@ class NanReward(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         return obs, (math.nan if self.steps == self.at else reward), terminated, truncated, info
+
+
+class Digests(Callback):
+    """Records the checkpoint's hash after each save (the run logger, before this callback, writes it)."""
+
+    def __init__(self, files: RunFiles) -> None:
+        self.files, self.by_step, self.trainer = files, {}, None
+
+    def on_step(self, trainer: Trainer, steps_before: int) -> None:
+        self.trainer = trainer
+        if self.files.checkpoint.exists():
+            digest = _digest(self.files.checkpoint)
+            if digest not in self.by_step.values():
+                self.by_step[trainer.env_steps] = digest
 
 
 # --- divergence ---------------------------------------------------------------------------------------------------

@@ -1,19 +1,18 @@
 """Tests for agents.train: reproducibility, when updates happen, what replay stores, exact resume, divergence and
-interruption."""
+interruption, for one env and for several stepped together."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import envs
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.callbacks import Callback, EpisodeRow, EvalRow
+from agents.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from agents.config import DQNConfig
 from agents.dqn import DivergenceError
-from agents.train import Callback, EpisodeRow, EvalRow, Trainer
+from agents.train import Trainer
 
 CARTPOLE = "CartPole-v1"
 CHAIN = "dqn_np/Chain-v0"
@@ -35,20 +34,20 @@ class Recorder(Callback):
 
 
 def small_config(**overrides) -> DQNConfig:
-    # One update per step, pinned here so these tests do not follow changes to the CartPole defaults.
+    # One update per transition, pinned here so these tests do not follow changes to the CartPole defaults.
     base = dict(hidden_sizes=(16,), batch_size=16, buffer_size=2_000, learning_starts=100, epsilon_decay_steps=500,
                 target_update_interval=50, eval_freq=0, eval_episodes=2, train_freq=1, gradient_steps=1,
-                learning_rate=1e-3)
+                learning_rate=1e-3, n_envs=1)
     return DQNConfig(**{**base, **overrides})
 
 
+def vec(env_id: str, wrappers=()):
+    return lambda n_envs, rng: envs.VecEnv(env_id, n_envs, rng, wrappers=wrappers)
+
+
 def make_trainer(env_id: str, config: DQNConfig, seed: int = 0, callback: Callback | None = None,
-                 with_eval: bool = False, wrapper: Callable[[gym.Env], gym.Env] | None = None) -> Trainer:
-    gym_env = envs.make_env(env_id)
-    if wrapper is not None:
-        gym_env = wrapper(gym_env)
-    eval_env = envs.GymEnv(envs.make_env(env_id)) if with_eval else None
-    return Trainer(envs.GymEnv(gym_env), eval_env, config, seed=seed, callback=callback)
+                 wrappers=()) -> Trainer:
+    return Trainer(vec(env_id, wrappers), config, seed=seed, callbacks=[callback] if callback else [])
 
 
 def untimed(rows: list) -> list:
@@ -69,19 +68,20 @@ def params_differ(a: Trainer, b: Trainer) -> bool:
 # --- reproducibility ---------------------------------------------------------------------------------------
 
 
-def test_same_seed_same_run_and_a_different_seed_differs():
-    cfg = small_config(learning_starts=200, eval_freq=500, eval_episodes=2, epsilon_decay_steps=1000)
+@pytest.mark.parametrize("n_envs, updates", [(1, 1301), (4, 1304)])  # E = 4: updates from step 200 to 1500 in 4s
+def test_same_seed_same_run_and_a_different_seed_differs(n_envs, updates):
+    cfg = small_config(learning_starts=200, eval_freq=500, eval_episodes=2, epsilon_decay_steps=1000, n_envs=n_envs)
 
     def train(seed: int) -> tuple[Trainer, Recorder]:
         recorder = Recorder()
-        trainer = make_trainer(CARTPOLE, cfg, seed=seed, callback=recorder, with_eval=True)
+        trainer = make_trainer(CARTPOLE, cfg, seed=seed, callback=recorder)
         trainer.run(1500)
         return trainer, recorder
 
     (a, rec_a), (b, rec_b), (c, rec_c) = train(0), train(0), train(1)
 
     assert len(rec_a.episodes) > 10 and len(rec_a.evals) == 3
-    assert a.agent.n_updates == 1301
+    assert a.agent.n_updates == updates
     assert_arrays_equal(a.agent.online.params, b.agent.online.params)
     assert_arrays_equal(a.agent.target.params, b.agent.target.params)
     assert_arrays_equal(a.agent.optimizer.state_dict(), b.agent.optimizer.state_dict())
@@ -99,86 +99,101 @@ def test_same_seed_same_run_and_a_different_seed_differs():
     (16, 1, 1, 100),
     (50, 4, 2, 203),
     (40, 3, 3, 41),
-    (64, 5, 1, 64),  # no step at all: 64 is not a multiple of 5
+    (64, 5, 1, 64),  # no step at all with one env: 64 is not a multiple of 5
     (30, 7, 4, 30),
-    (100, 1, 2, 100),  # exactly one training moment, at step 100
+    (100, 1, 2, 100),  # exactly one training moment with one env, at step 100
 ])
+@pytest.mark.parametrize("n_envs", [1, 3, 8])
 @pytest.mark.parametrize("in_two_runs", [False, True])
-def test_number_of_updates(learning_starts, train_freq, gradient_steps, total, in_two_runs):
-    cfg = small_config(learning_starts=learning_starts, train_freq=train_freq, gradient_steps=gradient_steps)
+def test_number_of_updates_counts_transitions_whatever_n_envs(learning_starts, train_freq, gradient_steps, total,
+                                                             n_envs, in_two_runs):
+    cfg = small_config(learning_starts=learning_starts, train_freq=train_freq, gradient_steps=gradient_steps,
+                       n_envs=n_envs)
     trainer = make_trainer(CONSTANT, cfg)
     if in_two_runs:
         trainer.run(total // 2)
     summary = trainer.run(total)
-    expected = gradient_steps * sum(1 for s in range(learning_starts, total + 1) if s % train_freq == 0)
-    assert trainer.env_steps == total
-    assert trainer.agent.n_updates == expected
-    assert summary["updates"] == expected
+    # The run ends at the first multiple of E at or past `total`; every multiple of train_freq that a vector step
+    # passes once learning has started is one burst of gradient steps, taken right after that vector step.
+    steps = -(-total // n_envs) * n_envs
+    expected = gradient_steps * sum(
+        after // train_freq - (after - n_envs) // train_freq
+        for after in range(n_envs, steps + 1, n_envs) if after >= learning_starts)
+    assert trainer.env_steps == steps
+    assert trainer.agent.n_updates == expected == summary["updates"]
+    if n_envs == 1:  # the classic schedule: a burst at every multiple of train_freq from learning_starts on
+        assert expected == gradient_steps * sum(1 for s in range(learning_starts, total + 1) if s % train_freq == 0)
 
 
 # --- what the replay stores --------------------------------------------------------------------------------
 
 
-def test_truncation_is_stored_as_not_terminated():
-    trainer = make_trainer(CONSTANT, small_config())
+@pytest.mark.parametrize("n_envs", [1, 5])
+def test_truncation_is_stored_with_a_discount(n_envs):
+    trainer = make_trainer(CONSTANT, small_config(n_envs=n_envs))
     trainer.run(100)
     stored = trainer.replay.state_dict()
-    assert trainer.episodes == 5  # every 20th step ended an episode by truncation
-    assert len(stored["terminated"]) == 100
-    assert (stored["terminated"] == 0).all()
+    assert trainer.collector.episodes == 5  # every env's 20th step ended its episode by truncation
+    assert len(stored["discounts"]) == 100
+    np.testing.assert_array_equal(stored["discounts"], np.float32(0.99))  # truncation still bootstraps
 
 
 def test_the_truncation_as_termination_double_is_caught_by_the_replay_check():
-    trainer = make_trainer(CONSTANT, small_config(), wrapper=envs.TruncationAsTermination)
+    trainer = make_trainer(CONSTANT, small_config(), wrappers=(envs.TruncationAsTermination,))
     trainer.run(100)
-    terminated = trainer.replay.state_dict()["terminated"]
-    np.testing.assert_array_equal(np.flatnonzero(terminated), [19, 39, 59, 79, 99])
+    discounts = trainer.replay.state_dict()["discounts"]
+    np.testing.assert_array_equal(np.flatnonzero(discounts == 0), [19, 39, 59, 79, 99])
 
 
-def test_chain_stores_terminal_transitions_as_terminated():
-    cfg = small_config(learning_starts=1_000, epsilon_start=1.0, epsilon_end=1.0)  # a random walk, no learning
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_chain_stores_terminal_transitions_with_discount_zero(n_step):
+    cfg = small_config(learning_starts=1_000, epsilon_start=1.0, epsilon_end=1.0, n_step=n_step)  # a random walk
     recorder = Recorder()
     trainer = make_trainer(CHAIN, cfg, callback=recorder)
     trainer.run(600)
     stored = trainer.replay.state_dict()
     reached_goal = stored["next_obs"].argmax(axis=1) == 3  # the one-hot goal state of the 4-state chain
-    np.testing.assert_array_equal(stored["terminated"], reached_goal.astype(stored["terminated"].dtype))
-    lengths = [row.length for row in recorder.episodes]
-    ends = np.cumsum(lengths) - 1  # the index of each finished episode's last transition
-    assert reached_goal[ends[np.array(lengths) < 20]].all()  # short episodes ended at the goal, stored terminated
     assert reached_goal.sum() > 5
-    # ... and some hit the time limit instead; those are stored with terminated = 0
-    assert any(n == 20 and not reached_goal[e] for n, e in zip(lengths, ends, strict=True))
+    np.testing.assert_array_equal(stored["discounts"] == 0, reached_goal)
+    # every other transition bootstraps: gamma^n, or gamma^k < gamma^n where a time limit cut the window short
+    powers = np.float32(0.99) ** np.arange(1, n_step + 1, dtype=np.float32)
+    assert np.isin(stored["discounts"][~reached_goal], powers.astype(stored["discounts"].dtype)).all()
+    lengths = [row.length for row in recorder.episodes]
+    assert any(n == 20 for n in lengths) and any(n < 20 for n in lengths)  # both endings happened
 
 
 # --- exact resume ------------------------------------------------------------------------------------------
 
-RESUME_STEPS = 290  # an episode is in progress after 290 steps (asserted below)
+RESUME_STEPS = 290  # episodes are in progress after 290 steps (asserted below)
 
 
 @pytest.mark.parametrize("via_file", [False, True])
-@pytest.mark.parametrize("optimizer, momentum", [("adam", 0.0), ("sgd", 0.9)])
-def test_resume_is_bit_identical(tmp_path, optimizer, momentum, via_file):
+@pytest.mark.parametrize("optimizer, momentum, n_envs, n_step", [
+    ("adam", 0.0, 1, 1), ("sgd", 0.9, 1, 3), ("adam", 0.0, 4, 3)])
+@pytest.mark.parametrize("env_id", [CARTPOLE, "Acrobot-v1"])
+def test_resume_is_bit_identical(tmp_path, optimizer, momentum, n_envs, n_step, via_file, env_id):
     cfg = small_config(optimizer=optimizer, momentum=momentum, learning_rate=1e-3, eval_freq=100, eval_episodes=2,
-                       target_update_interval=30)
+                       target_update_interval=30, n_envs=n_envs, n_step=n_step)
     full_rec = Recorder()
-    full = make_trainer(CARTPOLE, cfg, seed=3, callback=full_rec, with_eval=True)
+    full = make_trainer(env_id, cfg, seed=3, callback=full_rec)
     full.run(2 * RESUME_STEPS)
 
     first_rec = Recorder()
-    first = make_trainer(CARTPOLE, cfg, seed=3, callback=first_rec, with_eval=True)
+    first = make_trainer(env_id, cfg, seed=3, callback=first_rec)
     first.run(RESUME_STEPS)
-    arrays, meta = first.state_dict()
-    assert arrays["episode.actions"].size > 0  # saved mid-episode
+    state = first.state_dict()
+    assert (state["collector"]["episode_length"] > 0).any()  # saved mid-episode
     if via_file:
-        ckpt = load_checkpoint(save_checkpoint(tmp_path / "run.npz", cfg, 4, 2, arrays, meta))
-        arrays, meta = ckpt.arrays, ckpt.meta
+        arrays, meta = flatten_state(state)
+        ckpt = load_checkpoint(save_checkpoint(tmp_path / "run.npz", cfg, first.env.obs_dim, first.env.n_actions,
+                                               arrays, meta))
+        state = unflatten_state(ckpt.arrays, ckpt.meta)
     second_rec = Recorder()
-    second = make_trainer(CARTPOLE, cfg, seed=3, callback=second_rec, with_eval=True)
-    second.load_state_dict(arrays, meta)
+    second = make_trainer(env_id, cfg, seed=3, callback=second_rec)
+    assert second.load_state_dict(state) == []  # restored exactly: no warning
     second.run(2 * RESUME_STEPS)
 
-    assert second.env_steps == full.env_steps == 2 * RESUME_STEPS
+    assert second.env_steps == full.env_steps >= 2 * RESUME_STEPS
     assert second.agent.n_updates == full.agent.n_updates > 0
     assert_arrays_equal(second.agent.online.params, full.agent.online.params)
     assert_arrays_equal(second.agent.target.params, full.agent.target.params)
@@ -186,12 +201,13 @@ def test_resume_is_bit_identical(tmp_path, optimizer, momentum, via_file):
     assert_arrays_equal(second.replay.state_dict(), full.replay.state_dict())
     assert untimed(first_rec.episodes + second_rec.episodes) == untimed(full_rec.episodes)
     assert untimed(first_rec.evals + second_rec.evals) == untimed(full_rec.evals)
-    assert len(full_rec.evals) == 5 and len(full_rec.episodes) > 10
+    assert len(full_rec.evals) == 5 and len(full_rec.episodes) > 3
     # ... and every generator is where it would be, so they would go on identically.
     assert second.agent.rng.bit_generator.state == full.agent.rng.bit_generator.state
     assert second.replay.rng.bit_generator.state == full.replay.rng.bit_generator.state
-    assert second.env_rng.bit_generator.state == full.env_rng.bit_generator.state
-    timeless = ("train_seconds", "eval_seconds")
+    assert second.env.rng.bit_generator.state == full.env.rng.bit_generator.state
+    np.testing.assert_array_equal(second.env.obs, full.env.obs)
+    timeless = ("train_seconds", "eval_seconds", "phase_seconds")
     assert {k: v for k, v in second.summary().items() if k not in timeless} == {
         k: v for k, v in full.summary().items() if k not in timeless}
 
@@ -221,8 +237,8 @@ class NonFiniteAt(gym.Wrapper):
 @pytest.mark.parametrize("at", [1, 37])
 def test_non_finite_environment_output_raises_divergence_naming_the_step(at, what):
     cfg = small_config(learning_starts=16)
-    trainer = make_trainer(CONSTANT, cfg, wrapper=lambda env: NonFiniteAt(env, at, what))
-    with pytest.raises(DivergenceError, match=rf"non-finite reward .* at env step {at}\b"):
+    trainer = make_trainer(CONSTANT, cfg, wrappers=(lambda env: NonFiniteAt(env, at, what),))
+    with pytest.raises(DivergenceError, match=rf"non-finite reward .* at env steps {at}\.\.{at}\b"):
         trainer.run(100)
     assert trainer.env_steps == at - 1  # the bad step was not applied ...
     assert len(trainer.replay) == at - 1  # ... nor stored
@@ -249,3 +265,12 @@ def test_stop_requested_ends_the_run_after_that_step(stop_episode):
     assert summary["env_steps"] == trainer.env_steps == 20 * stop_episode  # ConstantReward episodes last 20 steps
     assert summary["episodes"] == len(callback.episodes) == stop_episode
     assert trainer.agent.n_updates == 20 * stop_episode - 16 + 1  # that step's training still happened
+
+
+def test_episode_rows_number_every_episode_once_across_envs():
+    recorder = Recorder()
+    trainer = make_trainer(CARTPOLE, small_config(n_envs=6, learning_starts=1000, epsilon_end=1.0), callback=recorder)
+    trainer.run(1200)
+    assert [row.episode for row in recorder.episodes] == list(range(1, len(recorder.episodes) + 1))
+    # every transition belongs to an episode that ended, or to one still running in some env
+    assert sum(row.length for row in recorder.episodes) + trainer.collector.episode_length.sum() == trainer.env_steps
