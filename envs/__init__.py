@@ -1,4 +1,4 @@
-"""Gymnasium environments for dqn-np: creation, space checks, reset/step without info dicts, diagnostic MDPs.
+"""Gymnasium environments for dqn-np: creation, space checks, reset/step without info dicts, VecEnv, diagnostic MDPs.
 
 Importing this package registers the diagnostic ids "dqn_np/Chain-v0", "dqn_np/TwoArmedBandit-v0" and
 "dqn_np/ConstantReward-v0", so `make_env("dqn_np/Chain-v0")` works.
@@ -13,6 +13,7 @@ from envs.diagnostic import (
     register_diagnostics,
 )
 from envs.make import EnvError, GymEnv, Step, check_spaces, make_env, reset_env, reward_threshold, step_env
+from envs.vector import VecEnv, VecStep
 
 register_diagnostics()
 
@@ -25,6 +26,8 @@ __all__ = [
     "Step",
     "TruncationAsTermination",
     "TwoArmedBanditEnv",
+    "VecEnv",
+    "VecStep",
     "check_spaces",
     "make_env",
     "register_diagnostics",
