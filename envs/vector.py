@@ -15,6 +15,7 @@ Two backends, chosen by `VecEnv`:
 """
 
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -126,11 +127,13 @@ class _SyncBackend:
         self._headroom = self._log.shape[1]  # writes left before some length can reach cap (lengths grow by <= 1)
 
     @classmethod
-    def create(cls, env_id: str, n_envs: int, kwargs: dict[str, Any], obs_dtype: np.dtype) -> "_SyncBackend":
+    def create(cls, env_id: str, n_envs: int, kwargs: dict[str, Any], obs_dtype: np.dtype,
+               wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()) -> "_SyncBackend":
         # copy=False: step hands out its own buffer, which we copy once (cheaper than SyncVectorEnv's deepcopy)
         vector_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED, "copy": False}
         try:
-            vec = gym.make_vec(env_id, n_envs, vectorization_mode="sync", vector_kwargs=vector_kwargs, **kwargs)
+            vec = gym.make_vec(env_id, n_envs, vectorization_mode="sync", vector_kwargs=vector_kwargs,
+                               wrappers=wrappers or None, **kwargs)
         except Exception as err:
             raise EnvError(f"cannot vectorize env_id {env_id!r}: {type(err).__name__}: {err}") from err
         return cls(vec, obs_dtype)
@@ -219,6 +222,8 @@ class VecEnv:
         env_id: A registered id such as "CartPole-v1" or "dqn_np/Chain-v0".
         n_envs: E, the number of environment copies (an int >= 1).
         rng: Draws every episode's reset seed (`rng.integers(2**31, size=k)`); nothing else draws from it.
+        wrappers: Gymnasium wrappers applied to each env, innermost first (test doubles, observation transforms);
+            with any, every env takes the sync backend.
         **kwargs: Passed to the environment (e.g. `max_episode_steps=50`, or constructor arguments like `n_states=6`).
             Build the VecEnv with the same `env_id`, `n_envs` and kwargs before `load_state_dict`.
 
@@ -249,7 +254,8 @@ class VecEnv:
         ((4, 4), dtype('float64'), dtype('bool'))
     """
 
-    def __init__(self, env_id: str, n_envs: int, rng: np.random.Generator, **kwargs: Any) -> None:
+    def __init__(self, env_id: str, n_envs: int, rng: np.random.Generator,
+                 wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (), **kwargs: Any) -> None:
         if not isinstance(n_envs, (int, np.integer)) or isinstance(n_envs, (bool, np.bool_)) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r} is not a valid number of environments; expected an int >= 1")
         if not isinstance(rng, np.random.Generator):
@@ -264,9 +270,9 @@ class VecEnv:
             probe.close()
         self.n_envs = int(n_envs)
         self.rng = rng
-        self._backend = _CartPoleBackend.create(env_id, self.n_envs, kwargs) or _SyncBackend.create(
-            env_id, self.n_envs, kwargs, obs_dtype
-        )
+        wrappers = tuple(wrappers)
+        vector = None if wrappers else _CartPoleBackend.create(env_id, self.n_envs, kwargs)  # wrappers need sync
+        self._backend = vector or _SyncBackend.create(env_id, self.n_envs, kwargs, obs_dtype, wrappers)
         self.backend: str = self._backend.name
         self.obs: np.ndarray | None = None
         self.episode_seeds = np.zeros(self.n_envs, dtype=np.int64)
