@@ -16,7 +16,12 @@ Three parts, all drawn from `numpy.random.default_rng(--seed)`:
 3. Full-batch gradient descent on a small regression task, printing the loss every 20 steps; or, with
    `--compare-losses`, MSE and MAE trained from the same initial weights on the same data.
 
-Run: `PYTHONPATH=. python scripts/backprop_demo.py [--seed 0] [--loss mse|mae|huber] [--hidden 4 4] [--lr 0.1]`.
+With `--bug NAME` the script does none of that: it plants one classic backprop bug in its own copy of the backward
+pass (`explicit_backward`; the library is never changed), gradient-checks it next to `mlp.backward` on a batch of 8,
+explains the error pattern and exits 1 when the bug is caught. `--bug list` names the bugs.
+
+Run: `PYTHONPATH=. python scripts/backprop_demo.py [--seed 0] [--loss mse|mae|huber] [--hidden 4 4] [--lr 0.1]`
+or `PYTHONPATH=. python scripts/backprop_demo.py --bug delta2-sign|relu-ge|sum-not-mean|transposed-dW [--seed 0]`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from agents.cli import OneLineParser
 from dqn_np import MLP, SGD, huber, mae, mse
+from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, format_report
 
 N_IN, N_OUT = 3, 2
 LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]] = {
@@ -36,15 +43,66 @@ LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]] 
 }
 
 
-def explicit_delta_out(loss: str, y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dL/dy_hat written out per loss (Huber with its default threshold 1): the start of the backward pass."""
-    n = y_hat.shape[0]  # the batch average puts 1/n into every gradient
-    residual = y_hat - y
+def explicit_delta_out(loss: str, y_hat: np.ndarray, y: np.ndarray, bug: str | None = None) -> np.ndarray:
+    """dL/dy_hat written out per loss (Huber with its default threshold 1): the start of the backward pass.
+
+    `bug="delta2-sign"` flips its sign; `bug="sum-not-mean"` leaves out the 1/n of the batch average.
+    """
+    n = 1 if bug == "sum-not-mean" else y_hat.shape[0]  # the batch average puts 1/n into every gradient
+    residual = y_hat - y if bug != "delta2-sign" else y - y_hat
     if loss == "mse":
         return (2.0 / n) * residual
     if loss == "mae":
         return np.sign(residual) / n  # sign(0) = 0: no push at a tie
     return np.clip(residual, -1.0, 1.0) / n  # huber: the residual inside the quadratic zone, +-1 beyond it
+
+
+def explicit_forward(
+    p: dict[str, np.ndarray], x: np.ndarray
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
+    """The forward equations on `x: (n, n_in)`: `z`, `h` (keyed by layer, `h[0] = x`) and `y_hat: (n, n_out)`."""
+    n_layers = len(p) // 2  # a W and a b per layer
+    h = {0: x}  # h[0] is the input, so dW1 = delta1.T @ h[0] has the same form as every other layer
+    z = {}
+    for i in range(1, n_layers):
+        z[i] = h[i - 1] @ p[f"W{i}"].T + p[f"b{i}"]  # z_i = h_{i-1} W_i^T + b_i
+        h[i] = np.maximum(z[i], 0.0)  # h_i = ReLU(z_i)
+    y_hat = h[n_layers - 1] @ p[f"W{n_layers}"].T + p[f"b{n_layers}"]  # linear output layer
+    return z, h, y_hat
+
+
+def explicit_backward(
+    p: dict[str, np.ndarray],
+    z: dict[int, np.ndarray],
+    h: dict[int, np.ndarray],
+    delta_out: np.ndarray,
+    bug: str | None = None,
+) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """The backward equations from `delta_out = dL/dy_hat: (n, n_out)`, output to input.
+
+    Args:
+        p: the parameters `{"W1": (n_1, n_0), "b1": (n_1,), ...}`.
+        z, h: the pre-activations and activations of `explicit_forward`.
+        delta_out: the last layer's delta.
+        bug: None for the equations as derived; `"relu-ge"` writes ReLU' as `z >= 0`, `"transposed-dW"` stores
+            `dW = h.T @ delta`, shape `(n_in, n_out)`.
+
+    Returns:
+        The gradients (keys and, without the transposed-dW bug, shapes of `p`) and the deltas keyed by layer.
+    """
+    grads, deltas = {}, {}
+    delta = delta_out
+    for i in range(len(p) // 2, 0, -1):
+        deltas[i] = delta
+        if bug == "transposed-dW":
+            grads[f"W{i}"] = h[i - 1].T @ delta  # the bug: (n_in, batch) @ (batch, n_out) -> (n_in, n_out)
+        else:
+            grads[f"W{i}"] = delta.T @ h[i - 1]  # dW_i = delta_i^T h_{i-1}: (n_out, batch) @ (batch, n_in)
+        grads[f"b{i}"] = delta.sum(axis=0)  # db_i = sum over the batch of delta_i
+        if i > 1:
+            on = z[i - 1] >= 0 if bug == "relu-ge" else z[i - 1] > 0  # ReLU'(z): the library takes 0 at z = 0
+            delta = (delta @ p[f"W{i}"]) * on  # delta_{i-1} = (delta_i W_i) * ReLU'(z_{i-1})
+    return grads, deltas
 
 
 def show(name: str, a: np.ndarray) -> None:
@@ -62,29 +120,20 @@ def walkthrough(mlp: MLP, x: np.ndarray, y: np.ndarray, loss: str) -> None:
         show(name, value)
 
     print("Forward pass (input -> output), caching z and h for the backward pass:")
+    z, h, y_hat = explicit_forward(p, x)
     show("x", x)
-    h = {0: x}  # h[0] is the input, so dW1 = delta1.T @ h[0] has the same form as every other layer
-    z = {}
     for i in range(1, n_layers):
-        z[i] = h[i - 1] @ p[f"W{i}"].T + p[f"b{i}"]  # z_i = h_{i-1} W_i^T + b_i
-        h[i] = np.maximum(z[i], 0.0)  # h_i = ReLU(z_i)
         show(f"z{i}", z[i])
         show(f"h{i}", h[i])
-    y_hat = h[n_layers - 1] @ p[f"W{n_layers}"].T + p[f"b{n_layers}"]  # linear output layer
     show("y_hat", y_hat)
     show("y", y)
 
     print("Backward pass (output -> input): each delta needs the one above it.")
-    grads = {}
-    delta = explicit_delta_out(loss, y_hat, y)  # delta_L = dL/dy_hat
+    grads, deltas = explicit_backward(p, z, h, explicit_delta_out(loss, y_hat, y))  # delta_L = dL/dy_hat
     for i in range(n_layers, 0, -1):
-        show(f"delta{i}", delta)
-        grads[f"W{i}"] = delta.T @ h[i - 1]  # dW_i = delta_i^T h_{i-1}: (n_out, batch) @ (batch, n_in)
-        grads[f"b{i}"] = delta.sum(axis=0)  # db_i = sum over the batch of delta_i
+        show(f"delta{i}", deltas[i])
         show(f"dW{i}", grads[f"W{i}"])
         show(f"db{i}", grads[f"b{i}"])
-        if i > 1:
-            delta = (delta @ p[f"W{i}"]) * (z[i - 1] > 0)  # delta_{i-1} = (delta_i W_i) * ReLU'(z_{i-1})
 
     _, delta_out = LOSSES[loss](mlp.forward(x), y)  # the library: loss gradient, then the layers' backward
     mlp.backward(delta_out)
@@ -198,17 +247,192 @@ def other(loss: str) -> str:
     return "mae" if loss == "mse" else "mse"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+BUGS = {
+    "delta2-sign": "delta2 with its sign flipped, (2/n)(y - y_hat) for MSE: every step would climb the loss",
+    "relu-ge": "ReLU'(z) written as z >= 0: a pre-activation exactly at 0 counts as on (the library's mask is z > 0)",
+    "sum-not-mean": "the loss gradient summed over the batch instead of averaged: delta2 without its 1/n",
+    "transposed-dW": "dW = x.T @ delta: every weight gradient stored (n_in, n_out), the wrong way round",
+}
+WHY = {  # two lines each: why the bug gives the error pattern the check prints
+    "delta2-sign": (
+        "every gradient is delta2 carried through maps linear in it (dW2 = delta2.T @ h1, delta1 = (delta2 @ W2) * m),",
+        "so -delta2 gives -g for every parameter: rel error = ||-g - g|| / ||g|| = 2 for all of them, W1 as for b2.",
+    ),
+    "sum-not-mean": (
+        "without the 1/n of the mean, delta2 and with it every gradient is n times the true one: every parameter fails",
+        "with rel error ||n g - g|| / ||n g|| = (n - 1)/n. At batch 1 it is invisible; at batch 256 steps are 256x.",
+    ),
+    "transposed-dW": (
+        "x.T @ delta holds the sums of delta.T @ x laid out (n_in, n_out): the check refuses it where n_in != n_out;",
+        "a square layer takes it silently and gets dW[k, j] where dW[j, k] belongs: wrong off the diagonal; db right.",
+    ),
+    "relu-ge": (
+        "the masks differ only where z is exactly 0, which continuous random inputs hit with probability 0. There ReLU",
+        "has no derivative: central differences see slope 1/2, midway between the library's 0 and the bug's 1.",
+    ),
+}
+BUG_BATCH = 8  # examples in the batch the planted bugs are checked on
+SAME_TOL = 1e-12  # largest |difference| between two backward passes that compute the same sums
+LossFn = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+
+def planted_grads(mlp: MLP, x: np.ndarray, y: np.ndarray, loss: str, bug: str | None) -> dict[str, np.ndarray]:
+    """The gradients of this script's copy of the backward pass, with `bug` planted (None: as derived)."""
+    z, h, y_hat = explicit_forward(mlp.params, x)
+    return explicit_backward(mlp.params, z, h, explicit_delta_out(loss, y_hat, y, bug), bug)[0]
+
+
+def library_grads(mlp: MLP, x: np.ndarray, loss_fn: LossFn) -> dict[str, np.ndarray]:
+    """The gradients of `mlp.backward` (a copy): the correct backward pass."""
+    mlp.backward(loss_fn(mlp.forward(x))[1])
+    return {name: g.copy() for name, g in mlp.grads.items()}
+
+
+def check_backward(mlp: MLP, x: np.ndarray, loss_fn: LossFn, label: str, grads: dict[str, np.ndarray]) -> list[str]:
+    """Gradient-check `grads` parameter by parameter, print the table under `label`, return the failing names.
+
+    A gradient whose shape does not fit its parameter is refused by `check_gradients`; its message is printed.
+    """
+    reports, refused = [], {}
+    for name, param in mlp.params.items():
+        try:
+            reports += check_gradients(lambda: loss_fn(mlp.forward(x))[0], {name: param}, {name: grads[name]})
+        except ValueError as e:
+            refused[name] = str(e)
+    print(f"{label}:")
+    print("\n".join("  " + line for line in format_report(reports).splitlines()))
+    for name, message in refused.items():
+        print(f"  {name:<8} refused by check_gradients: {message}")
+    failed = [f"{r.name} (rel error {r.rel_error:.2e})" for r in reports if not r.passed]
+    failed += [f"{name} (shape refused)" for name in refused]
+    print(f"  FAIL: {', '.join(failed)}" if failed else f"  pass: all {len(reports)} parameters")
+    return [f.split()[0] for f in failed]
+
+
+def bind(loss: str, y: np.ndarray) -> LossFn:
+    """The library's `loss` with its targets `y` bound: `y_hat -> (loss, dL/dy_hat)`."""
+    return lambda y_hat: LOSSES[loss](y_hat, y)
+
+
+def describe(mlp: MLP, loss: str, x: np.ndarray, seed: int, what: str) -> None:
+    """One line: the network, the loss and the batch a check runs on."""
+    print(f"Network {' -> '.join(map(str, mlp.sizes))} (float64, seed {seed}), loss {loss}, {len(x)} {what}.")
+
+
+def check_both(mlp: MLP, x: np.ndarray, y: np.ndarray, loss: str, bug: str) -> list[str]:
+    """The correct backward and the planted one, checked on the same batch; returns the planted one's failures."""
+    loss_fn = bind(loss, y)
+    check_backward(mlp, x, loss_fn, "Correct backward (mlp.backward)", library_grads(mlp, x, loss_fn))
+    return check_backward(mlp, x, loss_fn, f"Backward with the bug {bug}", planted_grads(mlp, x, y, loss, bug))
+
+
+def one_sided(loss_value: Callable[[], float], param: np.ndarray, index: tuple[int, ...]) -> tuple[float, float, float]:
+    """Central, forward and backward differences of the loss in `param[index]`, with eps = DEFAULT_EPS."""
+    original, eps = param[index], DEFAULT_EPS
+    at = loss_value()
+    param[index] = original + eps
+    plus = loss_value()
+    param[index] = original - eps
+    minus = loss_value()
+    param[index] = original  # restore exactly
+    return (plus - minus) / (2 * eps), (plus - at) / eps, (at - minus) / eps
+
+
+def relu_at_zero(mlp: MLP, x: np.ndarray, y: np.ndarray, loss: str, seed: int) -> list[str]:
+    """relu-ge on random inputs, then at exact zeros of z1; returns the parameters where it differs from the library."""
+    loss_fn = bind(loss, y)
+    z1 = x @ mlp.params["W1"].T + mlp.params["b1"]
+    print("\n1. On random inputs, as a gradient check usually runs:")
+    describe(mlp, loss, x, seed, "random examples")
+    print(f"No entry of z1 is exactly 0 (smallest |z1| = {np.abs(z1).min():.2e}), so z > 0 and z >= 0 give one mask.")
+    check_both(mlp, x, y, loss, "relu-ge")
+
+    x_zero = x.copy()
+    x_zero[0] = 0.0  # an all-zero observation: z1[0] = b1, and He init starts b1 at 0
+    z1 = x_zero @ mlp.params["W1"].T + mlp.params["b1"]
+    print("\n2. At a pre-activation exactly 0: example 0 set to x = 0, so z1[0] = b1, and He init leaves b1 at 0:")
+    describe(mlp, loss, x_zero, seed, "examples, the first of them x = 0")
+    print(f"b1 = {mlp.params['b1']}: {int((z1 == 0).sum())} of the {z1.size} entries of z1 are exactly 0, "
+          f"all in example 0.")
+    print("dW1's share from example 0, the outer product of delta1[0] and x[0] = 0, is 0 whatever the mask: only db1")
+    print("can tell the masks apart.")
+    correct, planted = library_grads(mlp, x_zero, loss_fn), planted_grads(mlp, x_zero, y, loss, "relu-ge")
+    check_backward(mlp, x_zero, loss_fn, "Correct backward (mlp.backward, ReLU'(0) = 0)", correct)
+    check_backward(mlp, x_zero, loss_fn, "Backward with the bug relu-ge (ReLU'(0) = 1)", planted)
+
+    print("db1 unit by unit: the two conventions against central and one-sided differences of the loss in b1[j]:")
+    print(f"  {'unit':>4} {'z > 0 (library)':>16} {'z >= 0 (bug)':>13} "
+          f"{'central':>10} {'forward':>10} {'backward':>10}")
+    b1 = mlp.params["b1"]
+    for j in range(b1.size):
+        central, forward, backward = one_sided(lambda: loss_fn(mlp.forward(x_zero))[0], b1, (j,))
+        print(f"  {j:>4} {correct['b1'][j]:>+16.6f} {planted['b1'][j]:>+13.6f} {central:>+10.6f} {forward:>+10.6f} "
+              f"{backward:>+10.6f}")
+    print("Central = (library + bug) / 2, forward = bug, backward = library, to O(eps): at z = 0 the two conventions")
+    print("are the slopes on the two sides of the kink: the check fails both by the same max |a-n| and cannot judge.")
+    print("What tells them apart is the library's convention. The bug's gradients against mlp.backward's, max |diff|:")
+    diff = {name: float(np.abs(planted[name] - g).max()) for name, g in correct.items()}
+    print("  " + ", ".join(f"{name} {d:.2e}" for name, d in diff.items()))
+    return [name for name, d in diff.items() if d > SAME_TOL]
+
+
+def planted_bug(bug: str, loss: str, hidden: int, seed: int) -> int:
+    """Plant `bug` in this script's copy of the backward pass and gradient-check it next to `mlp.backward`.
+
+    Returns:
+        1 if the check found the planted backward wrong (for relu-ge: different from `mlp.backward`), else 0.
+    """
+    rng = np.random.default_rng(seed)
+    mlp = MLP((N_IN, hidden, N_OUT), rng)
+    x, y = rng.standard_normal((BUG_BATCH, N_IN)), rng.standard_normal((BUG_BATCH, N_OUT))
+    print(f"Planted bug {bug}: {BUGS[bug]}.")
+    print("It lives in this script's copy of the backward pass (explicit_backward); dqn_np/ is not changed.")
+    print(f"Each check is dqn_np.gradcheck.check_gradients: central differences, eps {DEFAULT_EPS:g}, "
+          f"tol {DEFAULT_TOL:g}.")
+    if bug == "relu-ge":
+        failed = relu_at_zero(mlp, x, y, loss, seed)
+    else:
+        print()
+        describe(mlp, loss, x, seed, "random examples")
+        failed = check_both(mlp, x, y, loss, bug)
+    if bug == "transposed-dW":  # a square network, where every transposed dW fits its W
+        square = MLP((N_IN, N_IN, N_IN), rng)
+        x, y = rng.standard_normal((BUG_BATCH, N_IN)), rng.standard_normal((BUG_BATCH, N_IN))
+        print()
+        describe(square, loss, x, seed, "random examples; square layers, so every transposed dW fits its W")
+        failed += check_both(square, x, y, loss, bug)
+    print(f"\nWhy: {WHY[bug][0]}\n     {WHY[bug][1]}")
+    failed = list(dict.fromkeys(failed))  # each parameter once
+    if bug == "relu-ge":
+        verdict = f"the bug differs from mlp.backward in {', '.join(failed) or 'no parameter'}"
+    else:
+        verdict = f"the gradient check caught the bug in {', '.join(failed)}" if failed else "the check missed the bug"
+    print(f"Verdict: {verdict}: exit status {1 if failed else 0}.")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="backprop_demo.py", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of numpy.random.default_rng (all randomness)")
     parser.add_argument("--loss", choices=sorted(LOSSES), default="mse", help="loss for the demo and training")
     parser.add_argument("--hidden", type=int, nargs="+", default=[4], help="hidden widths, e.g. --hidden 4 4")
     parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
     parser.add_argument("--steps", type=int, default=100, help="gradient-descent iterations")
     parser.add_argument("--compare-losses", action="store_true", help="train MSE and MAE from the same start")
+    parser.add_argument("--bug", choices=["list", *BUGS], metavar="NAME",
+                        help="plant a bug in a copy of the backward pass and gradient-check it (exit 1 when caught); "
+                             "--bug list names them")
     args = parser.parse_args(argv)
     if min(args.hidden) < 1 or args.steps < 1 or not args.lr > 0:
         parser.error("--hidden widths and --steps must be >= 1 and --lr must be > 0")
+    if args.bug == "list":
+        for name, what in BUGS.items():
+            print(f"{name:<14} {what}")
+        return 0
+    if args.bug:
+        if len(args.hidden) > 1 or args.compare_losses:
+            parser.error("--bug checks the lesson's one-hidden-layer net: give one --hidden width, no --compare-losses")
+        return planted_bug(args.bug, args.loss, args.hidden[0], args.seed)
 
     rng = np.random.default_rng(args.seed)
     sizes = (N_IN, *args.hidden, N_OUT)
@@ -230,7 +454,8 @@ def main(argv: list[str] | None = None) -> None:
         compare_losses(sizes, x_train, y_train, args, rng)
     else:
         train_one(sizes, x_train, y_train, args, rng)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

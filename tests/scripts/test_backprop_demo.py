@@ -95,3 +95,125 @@ def test_bad_loss_is_a_usage_error():
     result = run_demo("--loss", "bogus")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+# --bug NAME: a bug planted in the script's copy of the backward pass, gradient-checked next to mlp.backward.
+
+CHECK_ROW = re.compile(rf"^  (\w+)\s+\(([\d, ]*)\)\s+\d+\s+({FLOAT})\s+({FLOAT})\s+(pass|FAIL)$")
+REFUSED_ROW = re.compile(r"^  (\w+)\s+refused by check_gradients: (.*)$")
+ALL_PARAMS = {"W1", "b1", "W2", "b2"}
+
+
+def check_blocks(out: str) -> list[dict]:
+    """Every gradient-check table the demo prints, in order: its label, rows `{name: (rel error, max |a-n|, verdict)}`
+    and refused parameters `{name: message}`."""
+    blocks: list[dict] = []
+    for line in out.splitlines():
+        if re.match(r"^(Correct backward|Backward with the bug)\b.*:$", line):
+            blocks.append({"label": line, "rows": {}, "refused": {}})
+        elif blocks and (m := CHECK_ROW.match(line)):
+            blocks[-1]["rows"][m[1]] = (float(m[3]), float(m[4]), m[5])
+        elif blocks and (m := REFUSED_ROW.match(line)):
+            blocks[-1]["refused"][m[1]] = m[2]
+    return blocks
+
+
+def batch_size(out: str) -> int:
+    """The batch the planted bug is checked on, as the demo prints it."""
+    (n,) = {int(v) for v in re.findall(r"loss mse, (\d+) random examples", out)}
+    return n
+
+
+def failing(block: dict) -> set[str]:
+    return {name for name, (_, _, verdict) in block["rows"].items() if verdict == "FAIL"} | set(block["refused"])
+
+
+def run_bug(name: str) -> tuple[str, list[dict]]:
+    result = run_demo("--bug", name)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr == ""
+    blocks = check_blocks(result.stdout)
+    for correct in blocks[::2]:
+        assert correct["label"].startswith("Correct backward")
+        assert set(correct["rows"]) == ALL_PARAMS and not correct["refused"]
+    for planted in blocks[1::2]:
+        assert planted["label"].startswith(f"Backward with the bug {name}")
+        assert set(planted["rows"]) | set(planted["refused"]) == ALL_PARAMS
+    return result.stdout, blocks
+
+
+def test_bug_delta2_sign_fails_every_parameter_with_rel_error_2():
+    out, blocks = run_bug("delta2-sign")
+    correct, planted = blocks
+    assert not failing(correct)
+    assert failing(planted) == ALL_PARAMS
+    for name, (rel, _, _) in planted["rows"].items():
+        assert rel == pytest.approx(2.0, abs=0.01), name  # analytic = -numeric: ||-g - g|| / ||g|| = 2
+    assert "Why:" in out
+    assert re.search(r"^Verdict: .*caught the bug in W1, b1, W2, b2: exit status 1\.$", out, re.M)
+
+
+def test_bug_sum_not_mean_fails_every_parameter_with_rel_error_n_minus_1_over_n():
+    out, blocks = run_bug("sum-not-mean")
+    n = batch_size(out)
+    correct, planted = blocks
+    assert not failing(correct)
+    assert failing(planted) == ALL_PARAMS
+    for name, (rel, _, _) in planted["rows"].items():
+        assert rel == pytest.approx((n - 1) / n, abs=0.006), name  # analytic = n * numeric
+
+
+def test_bug_transposed_dw_is_refused_where_non_square_and_wrong_where_square():
+    out, blocks = run_bug("transposed-dW")
+    assert len(blocks) == 4, "the lesson's net, then a square one"
+    correct, planted, correct_square, planted_square = blocks
+    assert not failing(correct) and not failing(correct_square)
+    assert set(planted["refused"]) == {"W1", "W2"} and failing(planted) == {"W1", "W2"}
+    for name, message in planted["refused"].items():
+        shape = re.search(r"must have shape \((\d+), (\d+)\) like params\['(\w+)'\], got \((\d+), (\d+)\)", message)
+        assert shape[3] == name and (shape[4], shape[5]) == (shape[2], shape[1]), message  # (n_in, n_out) for W
+    assert "Network 3 -> 3 -> 3" in out
+    assert failing(planted_square) == {"W1", "W2"}
+    assert all(planted_square["rows"][b][2] == "pass" for b in ("b1", "b2"))
+
+
+def test_bug_relu_ge_is_invisible_on_random_inputs_and_shows_at_an_exact_zero():
+    out, blocks = run_bug("relu-ge")
+    correct_random, planted_random, correct_zero, planted_zero = blocks
+    assert not failing(correct_random) and not failing(planted_random), "random inputs never hit z = 0 exactly"
+    (smallest,) = floats(rf"smallest \|z1\| = ({FLOAT})", out)
+    assert smallest > 0
+    zeros, total = map(int, re.search(r"(\d+) of the (\d+) entries of z1 are exactly 0", out).groups())
+    assert zeros == total // batch_size(out) > 0, "one example's whole row of z1 is 0"
+
+    # At the kink both conventions fail b1, the only parameter fed by the zero pre-activations, by the same amount.
+    assert failing(correct_zero) == failing(planted_zero) == {"b1"}
+    assert correct_zero["rows"]["b1"][1] == planted_zero["rows"]["b1"][1]
+
+    rows = re.findall(rf"^\s+\d+\s+({FLOAT})\s+({FLOAT})\s+({FLOAT})\s+({FLOAT})\s+({FLOAT})$", out, re.M)
+    assert len(rows) == zeros
+    for library, bug, central, forward, backward in (map(float, row) for row in rows):
+        assert library != bug
+        assert central == pytest.approx((library + bug) / 2, abs=1e-5)  # the kink's average slope, 1/2
+        assert forward == pytest.approx(bug, abs=1e-5)
+        assert backward == pytest.approx(library, abs=1e-5)
+
+    diffs = dict(re.findall(rf"(W1|b1|W2|b2) ({FLOAT})", out.split("max |diff|:")[1].splitlines()[1]))
+    assert {name for name, d in diffs.items() if float(d) > 0} == {"b1"}
+    assert re.search(r"^Verdict: the bug differs from mlp.backward in b1: exit status 1\.$", out, re.M)
+
+
+def test_bug_list_names_every_bug_on_one_line():
+    result = run_demo("--bug", "list")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == ["delta2-sign", "relu-ge", "sum-not-mean", "transposed-dW"]
+    assert all(len(line.split()) > 3 for line in result.stdout.splitlines()), "each name with a description"
+
+
+@pytest.mark.parametrize("args", [("--bug", "bogus"), ("--bug", "relu-ge", "--hidden", "4", "4")])
+def test_bad_bug_is_a_one_line_usage_error(args):
+    result = run_demo(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "error" in result.stderr
+    assert result.stdout == ""
