@@ -30,23 +30,22 @@ STEPS = {  # environment steps of training per diagnostic environment
 }
 
 
-def config(dtype: str) -> DQNConfig:
+def config(dtype: str, **overrides) -> DQNConfig:
     """Exploration never falls below 0.3, so every action keeps being tried and its Q-value keeps being fitted;
     mse rather than huber, so the large early TD errors of ConstantReward are not slowed down."""
-    return DQNConfig(hidden_sizes=(32,), dtype=dtype, gamma=GAMMA, learning_rate=3e-3, loss="mse", batch_size=32,
-                     buffer_size=5_000, learning_starts=100, epsilon_start=1.0, epsilon_end=0.3,
-                     epsilon_decay_steps=500, target_update_interval=50, eval_freq=0)
+    base = dict(hidden_sizes=(32,), dtype=dtype, gamma=GAMMA, learning_rate=3e-3, loss="mse", batch_size=32,
+                buffer_size=5_000, learning_starts=100, epsilon_start=1.0, epsilon_end=0.3, epsilon_decay_steps=500,
+                target_update_interval=50, eval_freq=0, n_envs=1)
+    return DQNConfig(**(base | overrides))
 
 
 def q_relative_error(env_id: str, cfg: DQNConfig, steps: int, seed: int,
                      wrapper: Callable[[gym.Env], gym.Env] | None = None) -> float:
     """Train on `env_id` (optionally wrapped) and return max over (s, a) of |Q - Q*| / |Q*|."""
-    gym_env = envs.make_env(env_id)
-    if wrapper is not None:
-        gym_env = wrapper(gym_env)
-    trainer = Trainer(envs.GymEnv(gym_env), None, cfg, seed=seed)
+    wrappers = (wrapper,) if wrapper is not None else ()
+    trainer = Trainer(lambda n, rng: envs.VecEnv(env_id, n, rng, wrappers=wrappers), cfg, seed=seed)
     trainer.run(steps)
-    diagnostic = gym_env.unwrapped
+    diagnostic = envs.make_env(env_id).unwrapped
     q = trainer.agent.q_values(diagnostic.state_observations())
     q_star = diagnostic.optimal_q(cfg.gamma)
     assert q.shape == q_star.shape
@@ -63,6 +62,16 @@ def test_converges_to_optimal_q(env_id, seed):
 @pytest.mark.parametrize("env_id", list(STEPS))
 def test_converges_to_optimal_q_in_float32(env_id):
     error = q_relative_error(env_id, config("float32"), STEPS[env_id], seed=0)
+    assert error < TOLERANCE
+
+
+# Uncorrected n-step returns follow the behaviour policy for n - 1 steps, so with epsilon = 0.3 they converge to a
+# mix of Q* and the epsilon-greedy policy's values, not to Q* (measured: 5-12% off on Chain). Q* is their fixed point
+# only where every episode ends within the window, as in the one-step bandit.
+@pytest.mark.parametrize("env_id, n_envs, n_step", [(env_id, 4, 1) for env_id in STEPS] + [
+    ("dqn_np/TwoArmedBandit-v0", 1, 3), ("dqn_np/TwoArmedBandit-v0", 4, 3)])
+def test_converges_with_several_envs_and_n_step_returns(env_id, n_envs, n_step):
+    error = q_relative_error(env_id, config("float64", n_envs=n_envs, n_step=n_step), STEPS[env_id], seed=0)
     assert error < TOLERANCE
 
 

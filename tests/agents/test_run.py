@@ -63,72 +63,57 @@ class Digests(Callback):
 # --- divergence ---------------------------------------------------------------------------------------------------
 
 
-class PoisonAfterFirstCheckpoint(Callback):
-    """On the first checkpoint (after RunLogger wrote it), records its hash and puts a NaN into the online weights."""
+class PoisonAfterFirstCheckpoint(Digests):
+    """After the first checkpoint is written, records its hash and puts a NaN into the online weights."""
 
-    def __init__(self, files: RunFiles) -> None:
-        self.files, self.step, self.digest = files, None, None
-
-    def on_checkpoint(self, trainer: Trainer) -> None:
-        if self.step is None:
-            self.step, self.digest = trainer.env_steps, _digest(self.files.checkpoint)
+    def on_step(self, trainer: Trainer, steps_before: int) -> None:
+        super().on_step(trainer, steps_before)
+        if self.by_step and not hasattr(self, "step"):
+            (self.step, self.digest), = self.by_step.items()
             trainer.agent.online.params["W1"][0, 0] = np.nan
 
 
-def test_nan_parameter_raises_divergence_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+def test_nan_parameter_ends_the_run_as_diverged_and_keeps_last_checkpoint(tmp_path: Path) -> None:
     poison = PoisonAfterFirstCheckpoint(RunFiles(tmp_path))
-    trainer, logger = _start(tmp_path, checkpoint_every=300, progress=poison)
-    with pytest.raises(DivergenceError) as info:
-        trainer.run(2000)
-    assert poison.step == 300, "RunLogger must hand on_checkpoint on to the extra callback"
-    message = str(info.value)
+    summary = _train(tmp_path, 2000, checkpoint_every=300, callbacks=[poison])
+    assert poison.step == 300
     # The first update after the poisoning (the next env step) sees the non-finite Q-values.
-    assert f"env step {poison.step + 1}" in message
-    assert trainer.env_steps == poison.step + 1
-    assert trainer.last_metrics and all(math.isfinite(v) for v in trainer.last_metrics.values())
-    assert f"last finite metrics {trainer.last_metrics}" in message
+    assert summary["status"] == "diverged"
+    assert f"env step {poison.step + 1}" in summary["error"]
+    assert summary["env_steps"] == poison.step + 1
+    metrics = summary["last_metrics"]
+    assert metrics and all(math.isfinite(v) for v in metrics.values())
+    assert f"last finite metrics {metrics}" in summary["error"]
 
-    summary = finish_run(trainer, logger, ENV_ID, status="diverged")
-    assert _digest(logger.files.checkpoint) == poison.digest
-    assert load_checkpoint(logger.files.checkpoint).meta["env_steps"] == poison.step
-    assert not logger.files.final.exists()
-    on_disk = json.loads(logger.files.summary.read_text())
-    assert on_disk["status"] == summary["status"] == "diverged"
+    files = RunFiles(tmp_path)
+    assert _digest(files.checkpoint) == poison.digest
+    assert load_checkpoint(files.checkpoint).meta["env_steps"] == poison.step
+    assert not files.final.exists()
+    on_disk = json.loads(files.summary.read_text())
+    assert on_disk["status"] == "diverged"
     assert on_disk["env_steps"] == poison.step + 1
     assert on_disk["final_eval_mean"] is None
-    assert on_disk["last_metrics"] == pytest.approx(trainer.last_metrics)
 
 
-class Digests(Callback):
-    """Records the checkpoint's hash after each save."""
-
-    def __init__(self, files: RunFiles) -> None:
-        self.files, self.by_step = files, {}
-
-    def on_checkpoint(self, trainer: Trainer) -> None:
-        self.by_step[trainer.env_steps] = _digest(self.files.checkpoint)
-
-
-def test_nan_reward_raises_divergence_naming_the_step_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+def test_nan_reward_ends_the_run_naming_the_step_and_keeps_last_checkpoint(tmp_path: Path) -> None:
     bad_step = 437
-
-    def make_env(seed: int) -> envs.GymEnv:  # only the training env (seed 0) is poisoned, not the eval env
-        env = envs.make_env(ENV_ID, seed)
-        return envs.GymEnv(NanReward(env, bad_step) if seed == 0 else env)
-
     digests = Digests(RunFiles(tmp_path))
-    trainer, logger = _start(tmp_path, make_env=make_env, checkpoint_every=200, progress=digests)
-    with pytest.raises(DivergenceError) as info:
-        trainer.run(1000)
-    assert f"env step {bad_step}" in str(info.value)
-    assert "reward nan" in str(info.value)
-    assert trainer.env_steps == bad_step - 1  # the bad step is not applied
-    assert len(trainer.replay) == bad_step - 1  # nor stored
-    assert sorted(digests.by_step) == [200, 400]
+    calls = []
 
-    finish_run(trainer, logger, ENV_ID, status="diverged")
-    assert _digest(logger.files.checkpoint) == digests.by_step[400]
-    assert json.loads(logger.files.summary.read_text())["status"] == "diverged"
+    def make_env(n_envs: int, rng: np.random.Generator) -> envs.VecEnv:  # only the training envs are poisoned
+        calls.append(n_envs)
+        wrappers = (lambda env: NanReward(env, bad_step),) if len(calls) == 1 else ()
+        return envs.VecEnv(ENV_ID, n_envs, rng, wrappers=wrappers)
+
+    summary = _train(tmp_path, 1000, checkpoint_every=200, callbacks=[digests], make_env=make_env)
+    assert summary["status"] == "diverged"
+    assert f"env steps {bad_step}..{bad_step}" in summary["error"]
+    assert "reward [nan]" in summary["error"]
+    assert summary["env_steps"] == bad_step - 1  # the bad step is not applied
+    assert len(digests.trainer.replay) == bad_step - 1  # nor stored
+    assert sorted(digests.by_step) == [200, 400]
+    assert _digest(RunFiles(tmp_path).checkpoint) == digests.by_step[400]
+    assert json.loads(RunFiles(tmp_path).summary.read_text())["status"] == "diverged"
 
 
 # --- signals ------------------------------------------------------------------------------------------------------
@@ -156,19 +141,15 @@ def test_signal_stops_the_run_after_the_step_and_restores_handlers(tmp_path: Pat
     originals = {s: signal.signal(s, previous) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         sender = SignalOnEpisode(signum, episode=5)
-        trainer, logger = _start(tmp_path, progress=sender)
-        with stop_on_signals(trainer):
-            summary = trainer.run(20_000)  # returns instead of raising KeyboardInterrupt or dying
-        assert trainer.stop_requested == signal.Signals(signum).name
+        summary = _train(tmp_path, 20_000, callbacks=[sender], handle_signals=True)  # returns, does not raise
+        assert summary["status"] == "interrupted"
         assert summary["interrupted"] == signal.Signals(signum).name
-        assert trainer.env_steps == sender.step  # stopped right after the step during which the signal came
-        assert trainer.episodes == 5
+        assert summary["env_steps"] == sender.step  # stopped right after the step during which the signal came
+        assert summary["episodes"] == 5
         assert calls == []  # our handler, not the previous one, received the signal
         assert signal.getsignal(signal.SIGINT) is previous and signal.getsignal(signal.SIGTERM) is previous
-
-        finish_run(trainer, logger, ENV_ID, status="interrupted")
-        assert load_checkpoint(logger.files.checkpoint).meta["env_steps"] == sender.step
-        assert json.loads(logger.files.summary.read_text())["status"] == "interrupted"
+        assert load_checkpoint(RunFiles(tmp_path).checkpoint).meta["env_steps"] == sender.step
+        assert json.loads(RunFiles(tmp_path).summary.read_text())["status"] == "interrupted"
     finally:
         for s, handler in originals.items():
             signal.signal(s, handler)
@@ -176,74 +157,93 @@ def test_signal_stops_the_run_after_the_step_and_restores_handlers(tmp_path: Pat
 
 def test_handlers_are_restored_when_the_run_raises(tmp_path: Path) -> None:
     before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    trainer, logger = _start(tmp_path)
-    with pytest.raises(RuntimeError), stop_on_signals(trainer):
-        assert signal.getsignal(signal.SIGINT) not in before
-        raise RuntimeError("boom")
+
+    class Boom(Callback):
+        def on_step(self, trainer: Trainer, steps_before: int) -> None:
+            assert signal.getsignal(signal.SIGINT) not in before
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _train(tmp_path, 100, callbacks=[Boom()], handle_signals=True)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    logger.close()
 
 
-# --- start_run refusals -------------------------------------------------------------------------------------------
+def test_stop_on_signals_restores_handlers_on_exit() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+
+    class Holder:
+        stop_requested = None
+
+    holder = Holder()
+    with stop_on_signals(holder):  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert holder.stop_requested == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
-def _finished_run(out: Path, steps: int = 400) -> None:
-    trainer, logger = _start(out)
-    trainer.run(steps)
-    finish_run(trainer, logger, ENV_ID, status="completed")
+# --- refusals and resume ------------------------------------------------------------------------------------------
 
 
 def test_fresh_run_into_a_used_folder_is_refused(tmp_path: Path) -> None:
-    _finished_run(tmp_path)
+    _train(tmp_path, 400)
     before = _digest(tmp_path / "progress.csv")
     with pytest.raises(CheckpointError, match="--resume"):
-        _start(tmp_path)
+        _train(tmp_path, 400)
     assert _digest(tmp_path / "progress.csv") == before
 
 
 def test_resume_from_a_model_file_is_refused(tmp_path: Path) -> None:
-    _finished_run(tmp_path)
+    _train(tmp_path, 400)
     (tmp_path / "final.npz").replace(tmp_path / "checkpoint.npz")  # a model file has no training state
     with pytest.raises(CheckpointError) as info:
-        _start(tmp_path, resume=True)
+        _train(tmp_path, 800, resume=True)
     assert str(tmp_path / "checkpoint.npz") in str(info.value)
     assert "not a training checkpoint" in str(info.value)
 
 
 def test_resume_with_a_foreign_progress_log_is_refused(tmp_path: Path) -> None:
-    _finished_run(tmp_path)
+    _train(tmp_path, 400)
     (tmp_path / "progress.csv").write_text("step,value\n1,2\n")
     with pytest.raises(CheckpointError) as info:
-        _start(tmp_path, resume=True)
+        _train(tmp_path, 800, resume=True)
     assert str(tmp_path / "progress.csv") in str(info.value)
 
 
-def test_resume_continues_counters_and_trims_logs(tmp_path: Path) -> None:
-    trainer, logger = _start(tmp_path, checkpoint_every=400)
-    trainer.run(400)
-    episodes_at_checkpoint = trainer.episodes
-    trainer.run(700)  # rows after the checkpoint (the next is at 800); then the process "dies" without finish_run
-    logger.close()
-    rows_before = len((tmp_path / "progress.csv").read_text().splitlines()) - 1
-    assert rows_before > episodes_at_checkpoint
+class DieAt(Callback):
+    """Raises at `step`, as a process killed there would stop: no final checkpoint, no summary."""
 
-    resumed, logger = _start(tmp_path, resume=True)
-    assert resumed.env_steps == 400 and resumed.episodes == episodes_at_checkpoint
-    lines = (tmp_path / "progress.csv").read_text().splitlines()
-    assert len(lines) - 1 == episodes_at_checkpoint
-    resumed.run(700)
-    finish_run(resumed, logger, ENV_ID, status="completed")
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, trainer: Trainer, steps_before: int) -> None:
+        if trainer.env_steps >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_counters_and_trims_logs(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, 2000, checkpoint_every=400, callbacks=[DieAt(700)])  # the last checkpoint is at 400
+    ckpt = load_checkpoint(RunFiles(tmp_path).checkpoint)
+    episodes_at_checkpoint = ckpt.meta["collector"]["episodes"]
+    rows_before = len((tmp_path / "progress.csv").read_text().splitlines()) - 1
+    assert ckpt.meta["env_steps"] == 400 and rows_before > episodes_at_checkpoint
+
+    summary = _train(tmp_path, 700, resume=True)
     episodes = [int(line.split(",")[0]) for line in (tmp_path / "progress.csv").read_text().splitlines()[1:]]
-    assert episodes == list(range(1, len(episodes) + 1))
-    assert len(episodes) == rows_before == resumed.episodes
+    assert episodes == list(range(1, len(episodes) + 1))  # no row twice, none missing
+    assert len(episodes) == rows_before == summary["episodes"]  # the same rows as the run that died wrote
+    assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 700  # the total it extends to
 
 
 def test_an_agent_loaded_from_a_training_checkpoint_continues_the_exploration_stream(tmp_path: Path) -> None:
     from agents.dqn import DQNAgent
 
-    trainer, logger = _start(tmp_path / "run")
-    trainer.run(300)
-    finish_run(trainer, logger, ENV_ID, "completed")
-    loaded = DQNAgent.load(logger.files.checkpoint)
-    assert loaded.rng.bit_generator.state == trainer.agent.rng.bit_generator.state
-    assert all(np.array_equal(loaded.online.params[k], v) for k, v in trainer.agent.online.params.items())
+    class Keep(Callback):
+        def on_run_end(self, trainer: Trainer) -> None:
+            self.trainer = trainer
+
+    keep = Keep()
+    _train(tmp_path / "run", 300, callbacks=[keep])
+    loaded = DQNAgent.load(tmp_path / "run" / "checkpoint.npz")
+    assert loaded.rng.bit_generator.state == keep.trainer.agent.rng.bit_generator.state
+    assert all(np.array_equal(loaded.online.params[k], v) for k, v in keep.trainer.agent.online.params.items())
