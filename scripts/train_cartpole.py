@@ -69,8 +69,11 @@ def _checked(args: argparse.Namespace) -> tuple[DQNConfig | None, str, int, int,
     if args.resume:  # a run continues on its own environment, to its own total unless told otherwise
         ckpt = load_checkpoint(RunFiles(args.resume).checkpoint)
         env_id = str(ckpt.meta.get("env_id", "CartPole-v1"))
-        total = args.total_steps or ckpt.meta.get("total_steps") or DEFAULT_TOTAL_STEPS
-        return None, env_id, seed, int(total), args.resume
+        total = int(args.total_steps or ckpt.meta.get("total_steps") or DEFAULT_TOTAL_STEPS)
+        taken = int(ckpt.meta.get("env_steps", 0))
+        if total < taken:
+            raise ValueError(f"--total-steps {total} is below the {taken} steps this run has already taken")
+        return None, env_id, seed, total, args.resume
     config = DQNConfig(**overrides)
     env_id = args.env_id or "CartPole-v1"
     env_facts(env_id)  # fail early on unknown ids and unsupported spaces

@@ -1,5 +1,6 @@
 """scripts/benchmark.py, run the way a user types it, on a tiny budget: a row per seed in the table and the JSON,
-medians over the seeds, and a one-line error instead of a traceback when the runs folder is already used."""
+medians over the seeds, the time split by phase, nothing left in the temporary folder, and a one-line error instead
+of a traceback when the runs folder is already used."""
 
 import json
 import os
@@ -10,12 +11,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
-ARGS = ["--seeds", *map(str, SEEDS), "--total-steps", "1500", "--learning-starts", "200", "--eval-freq", "500",
+ARGS = ["--seeds", ",".join(map(str, SEEDS)), "--total-steps", "1500", "--learning-starts", "200", "--eval-freq", "500",
         "--eval-episodes", "3", "--best-eval-episodes", "3", "--hidden-sizes", "16"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run(*args: str, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)} | ({"TMPDIR": str(tmpdir)} if tmpdir else {})
     return subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -27,31 +28,41 @@ def test_tiny_benchmark_reports_every_seed_and_the_medians(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr
 
     result = json.loads(json_path.read_text())
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == result  # the printed JSON is the one written
+    assert "{" not in proc.stdout  # the JSON goes to --json only, not to the terminal
     assert result["total_steps"] == 1500 and result["config"]["hidden_sizes"] == [16]
     rows = result["seeds"]
     assert [r["seed"] for r in rows] == SEEDS
     for r in rows:
         assert r["train_seconds"] > 0 and r["steps"] == 1500
         assert r["updates"] == 0 or (r["update_seconds"] > 0 and r["sample_seconds"] > 0 and r["us_per_update"] > 0)
-        assert r["best_ckpt_3ep_mean"] is not None and r["best_ckpt_3ep_mean"] >= 1
-        assert r["us_per_env_step_excl_updates"] > 0
+        assert r["best_ckpt_mean"] is not None and r["best_ckpt_mean"] >= 1
+        assert r["collect_seconds"] > 0 and r["us_per_transition_collect"] > 0
+        assert r["collect_seconds"] + r["sample_seconds"] + r["update_seconds"] <= r["train_seconds"]
         summary = json.loads((out / f"seed{r['seed']}" / "summary.json").read_text())
         assert summary["seed"] == r["seed"] and summary["env_steps"] == 1500
         assert summary["train_seconds"] == r["train_seconds"]
     medians = result["medians"]
-    for key in ("train_seconds", "update_seconds", "us_per_update", "best_eval_mean", "best_ckpt_3ep_mean"):
+    for key in ("train_seconds", "update_seconds", "us_per_update", "best_eval_mean", "best_ckpt_mean"):
         assert medians[key] == statistics.median(r[key] for r in rows), key
     assert medians["solved_at_step"] is None  # 3 evaluation episodes can never count as solved
-    assert result["n_solved"] == 0
+    assert result["n_solved"] == 0 and result["failed_seeds"] == SEEDS
+    assert result["peak_rss_mb"] > 0
 
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[0] == "seed"
-    table = [line.split() for line in lines[1:] if line.split() and line.split()[0].isdigit()]
+    assert "2 seeds x 1500 steps" in lines[0]  # says what it will do, and about how long, before starting
+    assert lines[1].split()[0] == "seed"
+    table = [line.split() for line in lines[2:] if line.split() and line.split()[0].isdigit()]
     assert [int(cells[0]) for cells in table] == SEEDS
     for cells, r in zip(table, rows, strict=True):
         assert float(cells[3]) == round(r["train_seconds"], 2)
     assert any(line.startswith("median: ") for line in lines)
+    assert any(line.startswith("time split") and "peak RSS" in line for line in lines)
+
+
+def test_without_out_nothing_is_left_in_the_temporary_folder(tmp_path: Path) -> None:
+    proc = run(*ARGS, "--seeds", "0", tmpdir=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reusing_a_runs_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.checkpoint import save_checkpoint
+from agents.checkpoint import flatten_state, save_checkpoint
 from agents.config import DQNConfig
 from agents.dqn import DQNAgent
 from agents.train import Trainer
-from envs import GymEnv, make_env
+from envs import VecEnv
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = DQNConfig(hidden_sizes=(16,), batch_size=32, buffer_size=1_000, learning_starts=100, eval_freq=0)
@@ -44,7 +44,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 @pytest.fixture(scope="module")
 def trainer() -> Trainer:
     """A tiny agent trained on CartPole for 600 steps."""
-    trainer = Trainer(GymEnv(make_env("CartPole-v1", 0)), None, TINY, seed=0)
+    trainer = Trainer(lambda n, rng: VecEnv("CartPole-v1", n, rng), TINY, seed=0)
     trainer.run(600)
     return trainer
 
@@ -82,11 +82,27 @@ def test_env_id_defaults_to_the_one_in_the_file(trainer, tmp_path):
 
 
 def test_evaluates_a_training_checkpoint(trainer, tmp_path):
-    arrays, meta = trainer.state_dict()
+    arrays, meta = flatten_state(trainer.state_dict())
     path = save_checkpoint(tmp_path / "checkpoint.npz", trainer.config, 4, 2, arrays, {**meta, "env_id": "CartPole-v1"})
     result = run_evaluate(path, "--episodes", "2", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout.splitlines()[-1])["returns"]) == 2
+
+
+def test_a_run_folder_evaluates_its_best_checkpoint_and_says_so(agent_file, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.npz").write_bytes(agent_file.read_bytes())
+    from_folder = run_evaluate(run_dir, "--episodes", "3", "--json")
+    from_file = run_evaluate(run_dir / "best.npz", "--episodes", "3", "--json")
+    assert from_folder.returncode == 0, from_folder.stderr
+    assert f"{run_dir} is a run folder: evaluating its best checkpoint {run_dir / 'best.npz'}" in from_folder.stdout
+    assert json.loads(from_folder.stdout.splitlines()[-1])["returns"] == json.loads(
+        from_file.stdout.splitlines()[-1])["returns"]
+
+
+def test_a_run_folder_without_best_checkpoint_is_one_line(tmp_path):
+    assert_one_line_error(run_evaluate(tmp_path, "--episodes", "3"), str(tmp_path / "best.npz"), "no such")
 
 
 def _text(path: Path, good: Path) -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.callbacks import EpisodeRow, EvalRow
 from agents.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from agents.config import DQNConfig, field_docs
 from agents.dqn import DQNAgent
-from agents.train import EpisodeRow, EvalRow
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/train_cartpole.py"
@@ -177,7 +177,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path: Path, op
     ok(*TINY, *optimizer, "--total-steps", str(n), "--checkpoint-every", "500", "--out", str(a))
     at_n = load_checkpoint(a / "checkpoint.npz")
     assert at_n.meta["env_steps"] == n
-    assert len(at_n.arrays["episode.actions"]) > 0
+    assert at_n.arrays["collector/episode_length"].max() > 0  # saved mid-episode
     ok("--resume", str(a), "--total-steps", "4000", "--no-progress")
 
     final_a, final_b = npz_arrays(a / "final.npz"), npz_arrays(b / "final.npz")
@@ -186,8 +186,8 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path: Path, op
         assert any(k.startswith(prefix) for k in final_a), prefix
     for key in final_a:
         assert np.array_equal(final_a[key], final_b[key]), key
-    ckpt_a, ckpt_b = npz_arrays(a / "checkpoint.npz"), npz_arrays(b / "checkpoint.npz")  # replay, best, episode
-    assert set(ckpt_a) == set(ckpt_b) and any(k.startswith("replay.") for k in ckpt_a)
+    ckpt_a, ckpt_b = npz_arrays(a / "checkpoint.npz"), npz_arrays(b / "checkpoint.npz")  # replay, best, envs
+    assert set(ckpt_a) == set(ckpt_b) and any(k.startswith("replay/") for k in ckpt_a)
     for key in ckpt_a:
         assert np.array_equal(ckpt_a[key], ckpt_b[key]), key
 
@@ -205,7 +205,7 @@ def test_resume_trims_rows_written_after_the_last_checkpoint(tmp_path: Path) -> 
     ok(*TINY, "--total-steps", "1000", "--checkpoint-every", "1000", "--out", str(out))
     saved = tmp_path / "checkpoint-at-1000.npz"
     shutil.copy2(out / "checkpoint.npz", saved)
-    episodes_at_1000 = load_checkpoint(saved).meta["episodes"]
+    episodes_at_1000 = load_checkpoint(saved).meta["collector"]["episodes"]
     ok("--resume", str(out), "--total-steps", "2000", "--checkpoint-every", "1000", "--no-progress")
     progress_2000, evals_2000 = read_csv(out / "progress.csv"), read_csv(out / "evals.csv")
     assert len(progress_2000[1]) > episodes_at_1000
@@ -335,9 +335,10 @@ def _pickled(finished_run, path: Path) -> None:
 
 
 def _wrong_network(finished_run, path: Path) -> None:
-    config = DQNConfig(hidden_sizes=(16,), learning_starts=200)
-    agent = DQNAgent(3, 2, config, np.random.default_rng(0))
-    save_checkpoint(path, config, 3, 2, agent.state_dict(), {"seed": 0, "env_id": "CartPole-v1"})
+    """A real training checkpoint whose network takes 3 observation values instead of CartPole's 4."""
+    ckpt = load_checkpoint(finished_run[0] / "checkpoint.npz")
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("obs_dim", "n_actions")}
+    save_checkpoint(path, ckpt.config, 3, 2, ckpt.arrays, meta)
 
 
 def _model_file(finished_run, path: Path) -> None:
