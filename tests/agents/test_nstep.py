@@ -9,7 +9,8 @@ from agents.nstep import NStepWindows
 
 
 def scripted_steps(n_envs: int, length: int, seed: int, p_end: float = 0.15):
-    """Per vector step: obs (E, 2) with a unique id per env and step, actions, rewards, next_obs, terminated, truncated."""
+    """Per vector step: obs (E, 2) with a unique id per env and step, actions, rewards, next_obs, terminated,
+    truncated."""
     rng = np.random.default_rng(seed)
     steps = []
     for t in range(length):
