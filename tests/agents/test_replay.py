@@ -288,7 +288,7 @@ def test_gamma_to_the_k_is_stored_exactly_in_the_buffer_dtype(dtype):
 
 @pytest.mark.parametrize(
     "discount",
-    [0.0, 0.99, 1.0, 0, 1, np.float32(0.5), np.float64(0.99**3), np.array(0.99), np.array(1), np.bool_(True)],
+    [0.0, 0.99, 1.0, 0, 1, np.float32(0.5), np.float64(0.99**3), np.array(0.99), np.array(1)],
     ids=repr,
 )
 def test_discount_accepts_real_scalars_in_the_unit_interval(discount):
