@@ -1,10 +1,15 @@
 """agents/checkpoint.py: round trips, atomic writes that survive a failure mid-save, normal file permissions, and a
-loader that turns every bad file into one `CheckpointError` naming the file, and never unpickles anything."""
+loader that turns every bad file into one `CheckpointError` naming the file, and never unpickles anything. Format 2:
+nested state flattened to "/"-joined keys, the files `train` writes, and version-1 files (dqn-np 0.1) whose models
+still load and evaluate while their training checkpoints are refused for resuming."""
 
 import io
+import json
 import os
 import re
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,22 +23,29 @@ from agents.checkpoint import (
     atomic_open,
     atomic_write_text,
     check_compatible,
+    flatten_state,
     load_checkpoint,
     save_checkpoint,
+    unflatten_state,
 )
 from agents.config import DQNConfig
+from agents.dqn import DQNAgent
+from agents.run import train
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = DQNConfig(hidden_sizes=(8, 4), optimizer="sgd", momentum=0.5, gamma=0.9, batch_size=16, learning_starts=32)
-ARRAYS = {
-    "online.W1": np.arange(24, dtype=np.float32).reshape(6, 4) / 7,
-    "online.b1": np.full(6, -0.25, dtype=np.float64),
-    "replay.actions": np.array([0, 2, 1], dtype=np.int64),
-    "replay.obs": np.arange(12, dtype=np.uint8).reshape(3, 4),
-    "replay.terminated": np.array([True, False, True]),
-    "agent.n_updates": np.array(7, dtype=np.int64),
+CONFIG = DQNConfig(hidden_sizes=(8, 4), optimizer="sgd", momentum=0.5, gamma=0.9, batch_size=16, learning_starts=32,
+                   n_step=3, n_envs=2)
+ARRAYS = {  # format 2: a training checkpoint's nested state under "/"-joined keys, every dtype kind
+    "agent/online.W1": np.arange(24, dtype=np.float32).reshape(6, 4) / 7,
+    "agent/online.b1": np.full(6, -0.25, dtype=np.float64),
+    "agent/agent.n_updates": np.array(7, dtype=np.int64),
+    "replay/actions": np.array([0, 2, 1], dtype=np.int64),
+    "replay/discounts": np.array([0.9**3, 0.0, 0.9], dtype=np.float32),
+    "collector/env/obs": np.arange(12, dtype=np.uint8).reshape(3, 4),
+    "collector/env/done": np.array([True, False, True]),
 }
-META = {"seed": 3, "env_id": "CartPole-v1", "rng": {"state": [1, 2, 3]}, "best_eval_step": None, "ratio": 0.5}
+META = {"kind": "trainer", "seed": 3, "env_id": "CartPole-v1", "rng": {"state": [1, 2, 3]}, "best_eval_step": None,
+        "ratio": 0.5, "collector": {"episodes": 4, "env": {"n_envs": 2}}}
 
 
 def _save(path: Path, **kwargs) -> Path:
@@ -77,6 +89,13 @@ def test_round_trip_keeps_arrays_dtypes_config_and_meta(tmp_path: Path) -> None:
         assert loaded.arrays[key].shape == a.shape, key
         assert np.array_equal(loaded.arrays[key], a), key
     assert loaded.meta == {**META, "obs_dim": 4, "n_actions": 3}
+
+
+def test_files_are_written_in_format_version_2(tmp_path: Path) -> None:
+    assert FORMAT_VERSION == 2
+    with np.load(_save(tmp_path / "ckpt.npz"), allow_pickle=False) as data:
+        assert str(data["format"]) == "dqn-np"
+        assert data["format_version"].dtype == np.int64 and int(data["format_version"]) == 2
 
 
 def test_save_with_compressed_writer_round_trips(tmp_path: Path) -> None:
@@ -213,6 +232,13 @@ def _newer_version(tmp_path: Path, path: Path) -> None:
         np.savez(f, **arrays)
 
 
+def _version_zero(tmp_path: Path, path: Path) -> None:
+    arrays = _real_arrays(tmp_path)
+    arrays["format_version"] = np.array(0, dtype=np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def _bad_meta(tmp_path: Path, path: Path) -> None:
     arrays = _real_arrays(tmp_path)
     arrays["meta"] = np.array('{"obs_dim": 4}')  # n_actions missing
@@ -256,6 +282,7 @@ BAD_FILES = {
     "not ours": (_not_ours, "not a dqn-np checkpoint"),
     "other format": (_other_format, "not a dqn-np checkpoint"),
     "newer version": (_newer_version, f"newer.*{FORMAT_VERSION + 1}"),
+    "version 0": (_version_zero, "invalid format version 0"),
     "bad meta": (_bad_meta, "metadata"),
     "bad config": (_bad_config, "config"),
     "damaged compression field": (_damaged_compression_field, "corrupt"),
@@ -329,6 +356,221 @@ def test_check_compatible_names_file_and_both_sizes(tmp_path: Path) -> None:
     message = str(info.value).replace(str(loaded.path), "PATH")
     assert message.startswith("PATH:")
     assert re.search(r"\b4\b", message) and re.search(r"\b6\b", message) and "Wider-v0" in message
+
+
+# --- nested state: flatten_state / unflatten_state -----------------------------------------------------------------
+
+
+def _assert_same_state(got, want, where: str = "state") -> None:
+    """Equal nested state: arrays with the same dtype, shape and values; everything else equal and of the same type."""
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), where
+        assert (got.dtype, got.shape) == (want.dtype, want.shape), where
+        np.testing.assert_array_equal(got, want, err_msg=where)
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: {sorted(got)} != {sorted(want)}"
+        for key in want:
+            _assert_same_state(got[key], want[key], f"{where}/{key}")
+    else:
+        assert type(got) is type(want) and got == want, f"{where}: {got!r} != {want!r}"
+
+
+def _nested_state() -> dict:
+    rng = np.random.default_rng(5)
+    rng.random(3)  # a state part-way through the stream
+    return {
+        "kind": "trainer",
+        "seed": 3,
+        "train_seconds": 0.125,
+        "last_episode": [4, 82, 26.0, 26, 0.99, 0.04],
+        "best_params": None,
+        "empty": {},
+        "agent": {
+            "online.W1": np.arange(6, dtype=np.float32).reshape(3, 2),
+            "agent.n_updates": np.array(7, dtype=np.int64),
+        },
+        "rng": {"agent": rng.bit_generator.state, "replay": np.random.default_rng(6).bit_generator.state},
+        "collector": {
+            "episodes": 4,
+            "windows": {"obs": np.zeros((3, 2, 4), np.float32), "count": np.array([1, 2]), "nothing": {}},
+            "env": {"obs": np.ones((2, 4), np.float64), "name": "CartPole-v1", "captured": True,
+                    "deeper": {"steps": np.array([5, 9], np.int64), "done": np.array([True, False])}},
+        },
+        "callbacks": {"evaluator": {"best_mean": None, "last": [1, 2.5, False]}, "logger": {}},
+        "replay_saved": False,
+    }
+
+
+def test_flatten_state_joins_paths_with_slashes_and_keeps_the_rest_as_json() -> None:
+    arrays, meta = flatten_state(_nested_state())
+    assert set(arrays) == {"agent/online.W1", "agent/agent.n_updates", "collector/windows/obs",
+                           "collector/windows/count", "collector/env/obs", "collector/env/deeper/steps",
+                           "collector/env/deeper/done"}
+    assert all(isinstance(a, np.ndarray) for a in arrays.values())
+    assert json.loads(json.dumps(meta)) == meta  # plain JSON: no arrays, nothing JSON would change
+    assert meta["collector"]["env"] == {"name": "CartPole-v1", "captured": True, "deeper": {}}
+    assert meta["empty"] == {} and meta["best_params"] is None
+
+
+def test_flatten_then_unflatten_gives_the_state_back() -> None:
+    state = _nested_state()
+    arrays, meta = flatten_state(state)
+    back = unflatten_state(arrays, meta)
+    _assert_same_state(back, state)
+    back["collector"]["env"]["name"] = "changed"  # the result does not share the metadata's dicts
+    assert meta["collector"]["env"]["name"] == "CartPole-v1"
+
+
+def test_nested_state_round_trips_through_a_checkpoint_file(tmp_path: Path) -> None:
+    state = _nested_state()
+    path = save_checkpoint(tmp_path / "checkpoint.npz", CONFIG, 4, 2, *flatten_state(state))
+    ckpt = load_checkpoint(path)
+    back = unflatten_state(ckpt.arrays, ckpt.meta)
+    _assert_same_state(back, {**state, "obs_dim": 4, "n_actions": 2})
+    restored = np.random.default_rng(0)
+    restored.bit_generator.state = back["rng"]["agent"]
+    original = np.random.default_rng(0)
+    original.bit_generator.state = state["rng"]["agent"]
+    np.testing.assert_array_equal(restored.random(5), original.random(5))  # the generator goes on where it was
+
+
+@pytest.mark.parametrize(
+    ("state", "path"),
+    [
+        ({"a/b": np.zeros(2)}, "a/b"),
+        ({"agent": {"online/W1": np.zeros(2)}}, "agent/online/W1"),
+        ({"collector": {"env": {"obs": np.zeros(2), "x/y": 1}}}, "collector/env/x/y"),
+        ({"a/b": 1}, "a/b"),
+    ],
+)
+def test_flatten_state_refuses_a_key_containing_a_slash(state: dict, path: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"must not contain '/', got {path!r}")):
+        flatten_state(state)
+
+
+def test_empty_state_round_trips() -> None:
+    assert flatten_state({}) == ({}, {})
+    assert unflatten_state({}, {}) == {}
+
+
+# --- the files a run writes (agents.run.train) --------------------------------------------------------------------
+
+RUN_CONFIG = DQNConfig(hidden_sizes=(8,), batch_size=16, buffer_size=500, learning_starts=32, train_freq=32,
+                       gradient_steps=4, target_update_interval=16, eval_freq=100, eval_episodes=2, n_step=2, n_envs=2)
+
+
+def test_train_writes_a_nested_training_checkpoint_and_flat_model_files(tmp_path: Path) -> None:
+    train(RUN_CONFIG, "CartPole-v1", 0, tmp_path, 200, final_eval_episodes=2)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert ckpt.config == RUN_CONFIG and (ckpt.obs_dim, ckpt.n_actions) == (4, 2)
+    assert ckpt.meta["kind"] == "trainer" and ckpt.meta["env_steps"] == 200
+    assert {"agent/online.W1", "agent/target.W1", "agent/agent.n_updates", "replay/discounts"} <= set(ckpt.arrays)
+    assert not any(key.startswith(("online.", "target.", "optim.")) for key in ckpt.arrays)
+    state = unflatten_state(ckpt.arrays, ckpt.meta)
+    assert set(state["replay"]) == {"obs", "actions", "rewards", "next_obs", "discounts", "pos", "size", "capacity"}
+    assert state["agent"]["online.W1"].shape == (8, 4)
+    for name in ("best.npz", "final.npz"):
+        model = load_checkpoint(tmp_path / name)
+        assert "kind" not in model.meta, name
+        assert {"online.W1", "target.W1", "agent.n_updates"} <= set(model.arrays), name
+        assert not any("/" in key for key in model.arrays), name
+    final = load_checkpoint(tmp_path / "final.npz")
+    for key, value in final.arrays.items():  # the final model is the checkpoint's agent
+        np.testing.assert_array_equal(ckpt.arrays[f"agent/{key}"], value, err_msg=key)
+
+
+# --- version 1 (dqn-np 0.1) ---------------------------------------------------------------------------------------
+
+V1_SIZES = (4, 8, 2)  # CartPole: 4 observation values, one hidden layer of 8, 2 actions
+
+
+def _v1_config_json() -> str:
+    """A config as dqn-np 0.1 wrote it: no n_step, no n_envs."""
+    config = json.loads(DQNConfig(hidden_sizes=(8,), batch_size=16, learning_starts=32).to_json())
+    del config["n_step"], config["n_envs"]
+    return json.dumps(config, sort_keys=True)
+
+
+def _v1_agent_arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """An agent as dqn-np 0.1 saved it (Adam): online.*, target.*, optim.t, optim.m.*, optim.v.*, agent.n_updates."""
+    arrays: dict[str, np.ndarray] = {"agent.n_updates": np.array(12, dtype=np.int64),
+                                     "optim.t": np.array(12, dtype=np.int64)}
+    for i, (n_in, n_out) in enumerate(zip(V1_SIZES, V1_SIZES[1:], strict=False), 1):
+        for name, shape in ((f"W{i}", (n_out, n_in)), (f"b{i}", (n_out,))):
+            arrays[f"online.{name}"] = rng.normal(size=shape).astype(np.float32)
+            arrays[f"target.{name}"] = rng.normal(size=shape).astype(np.float32)
+            arrays[f"optim.m.{name}"] = rng.normal(scale=0.01, size=shape).astype(np.float32)
+            arrays[f"optim.v.{name}"] = np.abs(rng.normal(scale=0.01, size=shape)).astype(np.float32)
+    return arrays
+
+
+def _write_v1(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write a file the way dqn-np 0.1's save_checkpoint did (format_version 1)."""
+    header = {"format": np.array("dqn-np"), "format_version": np.array(1, dtype=np.int64),
+              "config": np.array(_v1_config_json()),
+              "meta": np.array(json.dumps({**meta, "obs_dim": V1_SIZES[0], "n_actions": V1_SIZES[-1]}))}
+    with open(path, "wb") as f:
+        np.savez(f, **header, **arrays)
+    return path
+
+
+def _v1_model_file(path: Path) -> tuple[Path, dict[str, np.ndarray], dict]:
+    rng = np.random.default_rng(11)
+    arrays = _v1_agent_arrays(rng)
+    agent_rng = np.random.default_rng(12).bit_generator.state
+    meta = {"env_id": "CartPole-v1", "env_steps": 600, "agent_rng": agent_rng}
+    return _write_v1(path, arrays, meta), arrays, agent_rng
+
+
+def test_version_1_model_file_loads_with_one_step_one_env_defaults(tmp_path: Path) -> None:
+    path, arrays, agent_rng = _v1_model_file(tmp_path / "best.npz")
+    agent = DQNAgent.load(path)
+    assert agent.config.n_step == 1 and agent.config.n_envs == 1
+    assert agent.config.hidden_sizes == (8,)
+    assert agent.n_updates == 12
+    for name, value in agent.online.params.items():
+        np.testing.assert_array_equal(value, arrays[f"online.{name}"], err_msg=name)
+    for name, value in agent.target.params.items():
+        np.testing.assert_array_equal(value, arrays[f"target.{name}"], err_msg=name)
+    assert agent.rng.bit_generator.state == agent_rng
+
+
+def test_version_1_model_file_evaluates_with_the_script(tmp_path: Path) -> None:
+    path, _, _ = _v1_model_file(tmp_path / "final.npz")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "scripts/evaluate.py", str(path), "--episodes", "2", "--json"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["env_id"] == "CartPole-v1" and result["episodes"] == 2 and len(result["returns"]) == 2
+
+
+def test_version_1_training_checkpoint_is_refused_for_resuming(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    arrays = _v1_agent_arrays(rng)
+    arrays.update({  # what else dqn-np 0.1 put in a training checkpoint
+        "replay.obs": np.zeros((5, 4), np.float32), "replay.actions": np.zeros(5, np.int64),
+        "replay.rewards": np.ones(5, np.float32), "replay.next_obs": np.zeros((5, 4), np.float32),
+        "replay.terminated": np.array([0, 0, 1, 0, 0], np.float32), "replay.pos": np.array(5, np.int64),
+        "replay.size": np.array(5, np.int64), "replay.capacity": np.array(50_000, np.int64),
+        "best.W1": arrays["online.W1"], "episode.actions": np.array([0, 1], np.int64),
+    })
+    generators = {name: np.random.default_rng(i).bit_generator.state
+                  for i, name in enumerate(("agent", "replay", "env"))}
+    meta = {"seed": 0, "env_steps": 600, "episodes": 24, "n_evals": 2, "best_eval_mean": 51.5, "best_eval_step": 300,
+            "solved_at_step": None, "last_episode": [24, 582, 19.0, 19, 0.93, 0.44], "replay_saved": True,
+            "rng": generators, "env_id": "CartPole-v1", "wall_seconds": 0.5}  # no "kind": "trainer"
+    path = _write_v1(tmp_path / "checkpoint.npz", arrays, meta)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as info:
+        train(None, "CartPole-v1", 0, tmp_path, 1000, resume=True)
+    message = str(info.value)
+    assert str(path) in message
+    assert "not a training checkpoint of this dqn-np version" in message
+    assert re.search(r"before format version 2, can be evaluated but not resumed", message), message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]  # nothing written, nothing changed
+    assert path.read_bytes() == before
+    assert DQNAgent.load(path).n_updates == 12  # its agent can still be loaded (and evaluated)
 
 
 # --- nothing in the code base may unpickle ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -31,6 +32,11 @@ WRONG_TYPE = [
     ("learning_rate", True, ["a finite number"]),
     ("momentum", [0.9], ["a finite number"]),
     ("gamma", None, ["a finite number"]),
+    ("n_step", 1.5, ["an integer"]),
+    ("n_step", True, ["an integer"]),
+    ("n_step", "3", ["an integer"]),
+    ("n_envs", 2.0, ["an integer"]),
+    ("n_envs", True, ["an integer"]),
     ("batch_size", 32.0, ["an integer"]),
     ("batch_size", True, ["an integer"]),
     ("buffer_size", "big", ["an integer"]),
@@ -65,6 +71,10 @@ OUT_OF_RANGE = [
     ("momentum", -0.1, ["in [0, 1)"]),
     ("gamma", 1.5, ["in [0, 1]"]),
     ("gamma", -0.01, ["in [0, 1]"]),
+    ("n_step", 0, [">= 1"]),
+    ("n_step", -1, [">= 1"]),
+    ("n_envs", 0, [">= 1"]),
+    ("n_envs", -4, [">= 1"]),
     ("batch_size", 0, [">= 1"]),
     ("buffer_size", 0, [">= 1"]),
     ("learning_starts", -1, [">= 0"]),
@@ -88,7 +98,18 @@ OUT_OF_RANGE = [
 def test_defaults_are_valid():
     cfg = DQNConfig()
     assert cfg.hidden_sizes == (64, 64)
+    assert (cfg.n_step, cfg.n_envs) == (1, 1)  # plain one-step DQN on one environment
     assert DQNConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_fields_and_their_order():
+    # The order is the order of --help and of the README table: n_step and n_envs follow gamma.
+    assert FIELDS == [
+        "hidden_sizes", "dtype", "optimizer", "learning_rate", "momentum", "gamma", "n_step", "n_envs", "batch_size",
+        "buffer_size", "learning_starts", "train_freq", "gradient_steps", "target_update_interval", "tau",
+        "double_dqn", "loss", "huber_delta", "max_grad_norm", "epsilon_start", "epsilon_end", "epsilon_decay_steps",
+        "eval_freq", "eval_episodes",
+    ]
 
 
 def test_the_tables_cover_every_field():
@@ -118,6 +139,17 @@ def test_batch_size_must_fit_the_buffer(batch_size, buffer_size, ok):
             DQNConfig(**kwargs)
 
 
+@pytest.mark.parametrize("n_step, buffer_size, ok", [(64, 64, True), (65, 64, False), (1, 1, True), (2, 1, False)])
+def test_n_step_must_fit_the_buffer(n_step, buffer_size, ok):
+    kwargs = dict(n_step=n_step, buffer_size=buffer_size, batch_size=1, learning_starts=1)
+    if ok:
+        assert DQNConfig(**kwargs).n_step == n_step
+    else:
+        match = rf"DQNConfig\.n_step must be <= buffer_size \({buffer_size}\), got {n_step}"
+        with pytest.raises(ValueError, match=match):
+            DQNConfig(**kwargs)
+
+
 @pytest.mark.parametrize("learning_starts, ok", [(32, True), (31, False), (0, False)])
 def test_learning_starts_must_cover_a_batch(learning_starts, ok):
     kwargs = dict(batch_size=32, learning_starts=learning_starts)
@@ -142,12 +174,20 @@ def test_hidden_sizes_list_becomes_a_tuple():
 def test_json_round_trip_of_non_defaults():
     cfg = DQNConfig(hidden_sizes=(7, 5, 3), dtype="float64", optimizer="sgd", learning_rate=0.1 + 0.2, momentum=0.9,
                     gamma=1, batch_size=3, buffer_size=3, learning_starts=3, double_dqn=False, loss="mse", tau=0.005,
-                    max_grad_norm=0.0, epsilon_decay_steps=0, eval_freq=0)
+                    max_grad_norm=0.0, epsilon_decay_steps=0, eval_freq=0, n_step=3, n_envs=8)
     text = cfg.to_json()
     assert '"hidden_sizes": [7, 5, 3]' in text
     back = DQNConfig.from_json(text)
     assert back == cfg
     assert back.hidden_sizes == (7, 5, 3) and back.learning_rate == 0.1 + 0.2  # exact, not rounded
+    assert (back.n_step, back.n_envs) == (3, 8)
+
+
+def test_from_json_of_a_version_1_config_takes_the_one_step_one_env_defaults():
+    # dqn-np 0.1 wrote configs without n_step and n_envs; their runs were one-step DQN on one environment.
+    old = {k: v for k, v in json.loads(DQNConfig(gamma=0.9).to_json()).items() if k not in ("n_step", "n_envs")}
+    cfg = DQNConfig.from_json(json.dumps(old))
+    assert (cfg.n_step, cfg.n_envs, cfg.gamma) == (1, 1, 0.9)
 
 
 @pytest.mark.parametrize("text, words", [
@@ -174,8 +214,8 @@ def test_field_docs_cover_every_field():
 # --- property-based: every invalid value is a ValueError naming the field; every valid config round-trips -----
 
 INT_FIELDS = {  # field: smallest allowed value
-    "batch_size": 1, "buffer_size": 1, "learning_starts": 0, "train_freq": 1, "gradient_steps": 1,
-    "target_update_interval": 1, "epsilon_decay_steps": 0, "eval_freq": 0, "eval_episodes": 1,
+    "n_step": 1, "n_envs": 1, "batch_size": 1, "buffer_size": 1, "learning_starts": 0, "train_freq": 1,
+    "gradient_steps": 1, "target_update_interval": 1, "epsilon_decay_steps": 0, "eval_freq": 0, "eval_episodes": 1,
 }
 FLOAT_FIELDS = {  # field: (low, high, low allowed, high allowed)
     "learning_rate": (0.0, math.inf, False, False), "momentum": (0.0, 1.0, True, False),
@@ -236,11 +276,13 @@ def finite_in(low: float, high: float, low_ok: bool, high_ok: bool) -> st.Search
 @st.composite
 def valid_configs(draw: st.DrawFn) -> DQNConfig:
     batch_size = draw(st.integers(1, 512))
+    buffer_size = draw(st.integers(batch_size, 10**7))
     kwargs = {
         "hidden_sizes": tuple(draw(st.lists(st.integers(1, 256), min_size=1, max_size=4))),
         "batch_size": batch_size,
-        "buffer_size": draw(st.integers(batch_size, 10**7)),
+        "buffer_size": buffer_size,
         "learning_starts": draw(st.integers(batch_size, 10**7)),
+        "n_step": draw(st.integers(1, buffer_size)),
         "double_dqn": draw(st.booleans()),
     }
     for field, low in INT_FIELDS.items():

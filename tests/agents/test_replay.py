@@ -1,4 +1,5 @@
-"""Tests for agents.replay: ring semantics, sampling, add_batch equivalence, state round trip, validation."""
+"""Tests for agents.replay: ring semantics, sampling (also into preallocated arrays), add_batch and write
+equivalence, per-transition discounts, state round trip, validation."""
 
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ from hypothesis import strategies as st
 from agents.replay import Batch, ReplayBuffer
 
 OBS_DIM = 3
+GAMMA = 0.9
 
 
-def transition(t: int, obs_dim: int = OBS_DIM) -> tuple[np.ndarray, int, float, np.ndarray, bool]:
-    """Transition number ``t``; every field encodes ``t`` so rows can be matched across fields."""
+def transition(t: int, obs_dim: int = OBS_DIM) -> tuple[np.ndarray, int, float, np.ndarray, float]:
+    """Transition number ``t``; every field encodes ``t`` so rows can be matched across fields.
+
+    Its discount is 0 (terminated) for every third t, else ``GAMMA**k`` of a 1- or 2-step return.
+    """
     obs = np.full(obs_dim, float(t))
-    return obs, t % 5, 10.0 * t, obs + 0.5, t % 3 == 0
+    return obs, t % 5, 10.0 * t, obs + 0.5, 0.0 if t % 3 == 0 else GAMMA ** (t % 3)
 
 
 def transitions(ts: range, obs_dim: int = OBS_DIM) -> tuple[np.ndarray, ...]:
-    """Stacked ``transition(t)`` for each t: obs (k, obs_dim), actions (k,), rewards (k,), next_obs, terminated."""
+    """Stacked ``transition(t)`` for each t: obs (k, obs_dim), actions (k,), rewards (k,), next_obs, discounts."""
     rows = [transition(t, obs_dim) for t in ts]
     if not rows:
-        return np.zeros((0, obs_dim)), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, obs_dim)), np.zeros(0, bool)
-    obs, actions, rewards, next_obs, terminated = zip(*rows, strict=True)
-    return np.stack(obs), np.array(actions), np.array(rewards), np.stack(next_obs), np.array(terminated)
+        return np.zeros((0, obs_dim)), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, obs_dim)), np.zeros(0)
+    obs, actions, rewards, next_obs, discounts = zip(*rows, strict=True)
+    return np.stack(obs), np.array(actions), np.array(rewards), np.stack(next_obs), np.array(discounts)
 
 
 def filled(capacity: int, n: int, seed: int = 0, dtype=np.float32) -> ReplayBuffer:
@@ -71,12 +76,12 @@ def test_sampling_only_returns_filled_slots():
     assert set(ids.tolist()) == {1.0, 2.0, 3.0}
     for t in (1, 2, 3):  # every field of a sampled row comes from the same transition
         rows = ids == t
-        obs, action, reward, next_obs, terminated = transition(t)
+        obs, action, reward, next_obs, discount = transition(t)
         np.testing.assert_array_equal(batch.obs[rows], np.broadcast_to(obs, (rows.sum(), OBS_DIM)))
         assert (batch.actions[rows] == action).all()
         assert (batch.rewards[rows] == reward).all()
         np.testing.assert_array_equal(batch.next_obs[rows], np.broadcast_to(next_obs, (rows.sum(), OBS_DIM)))
-        assert (batch.terminated[rows] == float(terminated)).all()
+        assert (batch.discounts[rows] == np.float32(discount)).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -89,7 +94,7 @@ def test_sample_shapes_and_dtypes(dtype, batch_size):
     assert batch.actions.shape == (batch_size,) and batch.actions.dtype == np.int64
     assert batch.rewards.shape == (batch_size,) and batch.rewards.dtype == dtype
     assert batch.next_obs.shape == (batch_size, OBS_DIM) and batch.next_obs.dtype == dtype
-    assert batch.terminated.shape == (batch_size,) and batch.terminated.dtype == dtype
+    assert batch.discounts.shape == (batch_size,) and batch.discounts.dtype == dtype
     assert buffer.capacity == 16 and buffer.obs_dim == OBS_DIM and buffer.dtype == dtype
 
 
@@ -98,7 +103,7 @@ def test_sample_returns_fresh_arrays():
     before = buffer.state_dict()
     batch = buffer.sample(8)
     for array in batch:
-        for ring in (buffer._obs, buffer._actions, buffer._rewards, buffer._next_obs, buffer._terminated):
+        for ring in (buffer._obs, buffer._actions, buffer._rewards, buffer._next_obs, buffer._discounts):
             assert not np.shares_memory(array, ring)
         array[...] = -1
     assert_states_equal(buffer.state_dict(), before)
@@ -108,6 +113,59 @@ def test_sample_uses_rng_integers_over_len():
     buffer = filled(capacity=10, n=6, seed=5)
     expected_idx = np.random.default_rng(5).integers(0, 6, size=32)
     np.testing.assert_array_equal(buffer.sample(32).obs[:, 0], expected_idx.astype(np.float32))
+
+
+# --- sampling into preallocated arrays ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_empty_batch_shapes_and_dtypes(dtype, batch_size):
+    buffer = ReplayBuffer(16, OBS_DIM, np.random.default_rng(0), dtype=dtype)
+    batch = buffer.empty_batch(batch_size)
+    assert isinstance(batch, Batch)
+    assert batch.obs.shape == (batch_size, OBS_DIM) and batch.obs.dtype == dtype
+    assert batch.actions.shape == (batch_size,) and batch.actions.dtype == np.int64
+    assert batch.rewards.shape == (batch_size,) and batch.rewards.dtype == dtype
+    assert batch.next_obs.shape == (batch_size, OBS_DIM) and batch.next_obs.dtype == dtype
+    assert batch.discounts.shape == (batch_size,) and batch.discounts.dtype == dtype
+    other = buffer.empty_batch(batch_size)  # each call gets its own arrays, none of them the buffer's
+    rings = (buffer._obs, buffer._actions, buffer._rewards, buffer._next_obs, buffer._discounts)
+    for array, array2 in zip(batch, other, strict=True):
+        assert not np.shares_memory(array, array2)
+        assert not any(np.shares_memory(array, ring) for ring in rings)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sample_into_out_matches_a_fresh_sample_and_returns_out(dtype):
+    fresh, into = filled(8, 11, seed=4, dtype=dtype), filled(8, 11, seed=4, dtype=dtype)  # twin generators
+    out = into.empty_batch(16)
+    ids = [id(array) for array in out]
+    for _ in range(3):  # the same arrays are refilled on every call
+        expected = fresh.sample(16)
+        got = into.sample(16, out=out)
+        assert got is out
+        assert [id(array) for array in got] == ids
+        assert_batches_equal(got, expected)
+        for name, x, y in zip(Batch._fields, got, expected, strict=True):
+            assert x.dtype == y.dtype, name
+
+
+def test_sample_into_out_leaves_the_buffer_alone():
+    buffer = filled(capacity=4, n=4)
+    before = buffer.state_dict()
+    out = buffer.sample(8, out=buffer.empty_batch(8))
+    for array in out:
+        array[...] = -1
+    assert_states_equal(buffer.state_dict(), before)
+
+
+@pytest.mark.parametrize("rows", [4, 9])
+def test_sample_refuses_out_with_another_number_of_rows(rows):
+    buffer = filled(capacity=8, n=5)
+    out = buffer.empty_batch(rows)
+    with pytest.raises(ValueError, match=f"out must hold 8 rows, got {rows}"):
+        buffer.sample(8, out=out)
 
 
 # --- add_batch equals sequential adds ----------------------------------------------------------------
@@ -148,6 +206,33 @@ def test_add_batch_matches_sequential_adds_property(capacity, prefill, k):
     check_add_batch_matches_adds(capacity, prefill, k)
 
 
+def check_write_matches_add_batch(capacity: int, prefill: int, k: int) -> None:
+    checked = filled(capacity, prefill, seed=3)
+    unchecked = filled(capacity, prefill, seed=3)
+    rows = transitions(range(prefill, prefill + k))
+    checked.add_batch(*rows)
+    unchecked.write(*rows)
+    assert len(unchecked) == len(checked)
+    assert_states_equal(unchecked.state_dict(), checked.state_dict())
+    for ring in ("_obs", "_actions", "_rewards", "_next_obs", "_discounts"):  # also the unfilled tail
+        np.testing.assert_array_equal(getattr(unchecked, ring), getattr(checked, ring), err_msg=ring)
+    assert_batches_equal(unchecked.sample(16), checked.sample(16))
+
+
+@pytest.mark.parametrize(
+    ("capacity", "prefill", "k"),
+    [(5, 0, 3), (5, 0, 5), (5, 3, 4), (5, 5, 5), (5, 2, 12), (1, 0, 3), (1, 4, 1)],  # as above; write needs k >= 1
+)
+def test_write_matches_add_batch_on_valid_data(capacity, prefill, k):
+    check_write_matches_add_batch(capacity, prefill, k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(capacity=st.integers(1, 9), prefill=st.integers(0, 20), k=st.integers(1, 25))
+def test_write_matches_add_batch_property(capacity, prefill, k):
+    check_write_matches_add_batch(capacity, prefill, k)
+
+
 def test_add_batch_then_add_continues_at_right_slot():
     buffer = ReplayBuffer(4, OBS_DIM, np.random.default_rng(0))
     buffer.add_batch(*transitions(range(6)))  # keeps 2, 3, 4, 5; pos 2
@@ -169,28 +254,55 @@ def test_different_seed_gives_different_batches():
     assert not np.array_equal(a.sample(32).obs, b.sample(32).obs)
 
 
-# --- terminated vs truncated -------------------------------------------------------------------------
+# --- discounts: gamma**k, 0 at termination ----------------------------------------------------------
 
 
-def test_terminated_and_truncated_stored_as_given():
-    # (terminated, truncated) as returned by env.step; only `terminated` is passed to the buffer.
+def test_truncation_keeps_its_discount_and_termination_stores_zero():
+    # (terminated, truncated) as returned by env.step: only termination zeroes the discount; a time-limit
+    # truncation still bootstraps from next_obs with gamma.
     steps = [(False, False), (True, False), (False, True), (True, True)]
+    discounts = [0.0 if terminated else GAMMA for terminated, _truncated in steps]
     buffer = ReplayBuffer(8, OBS_DIM, np.random.default_rng(0))
-    for t, (terminated, _truncated) in enumerate(steps):
+    for t, discount in enumerate(discounts):
         obs, action, reward, next_obs, _ = transition(t)
-        buffer.add(obs, action, reward, next_obs, terminated)
-    buffer.add_batch(*transitions(range(4))[:4], np.array([s[0] for s in steps]))
-    np.testing.assert_array_equal(buffer.state_dict()["terminated"], [0.0, 1.0, 0.0, 1.0] * 2)
+        buffer.add(obs, action, reward, next_obs, discount)
+    buffer.add_batch(*transitions(range(4))[:4], np.array(discounts))
+    expected = np.array([GAMMA, 0.0, GAMMA, 0.0] * 2, np.float32)
+    np.testing.assert_array_equal(buffer.state_dict()["discounts"], expected)
     batch = buffer.sample(200)
-    np.testing.assert_array_equal(batch.terminated, (batch.obs[:, 0] % 2 == 1).astype(np.float32))
+    np.testing.assert_array_equal(batch.discounts, np.where(batch.obs[:, 0] % 2 == 1, 0.0, GAMMA).astype(np.float32))
 
 
-@pytest.mark.parametrize("flag", [True, 1, 1.0, np.bool_(True), np.array(1.0)])
-def test_terminated_accepts_bool_and_binary_numbers(flag):
-    buffer = ReplayBuffer(2, OBS_DIM, np.random.default_rng(0))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gamma_to_the_k_is_stored_exactly_in_the_buffer_dtype(dtype):
+    gamma3 = 0.99**3  # the discount of a 3-step transition whose episode goes on
+    buffer = ReplayBuffer(4, OBS_DIM, np.random.default_rng(0), dtype=dtype)
     obs, action, reward, next_obs, _ = transition(1)
-    buffer.add(obs, action, reward, next_obs, flag)
-    assert buffer.state_dict()["terminated"].tolist() == [1.0]
+    buffer.add(obs, action, reward, next_obs, gamma3)
+    buffer.add_batch(obs[None], np.array([action]), np.array([reward]), next_obs[None], np.array([gamma3]))
+    stored = buffer.state_dict()["discounts"]
+    assert stored.dtype == dtype
+    assert stored.tolist() == [np.dtype(dtype).type(gamma3)] * 2  # rounded once, to the buffer's dtype
+    assert (buffer.sample(8).discounts == np.dtype(dtype).type(gamma3)).all()
+
+
+@pytest.mark.parametrize(
+    "discount",
+    [0.0, 0.99, 1.0, 0, 1, np.float32(0.5), np.float64(0.99**3), np.array(0.99), np.array(1)],
+    ids=repr,
+)
+def test_discount_accepts_real_scalars_in_the_unit_interval(discount):
+    buffer = ReplayBuffer(2, OBS_DIM, np.random.default_rng(0), dtype=np.float64)
+    obs, action, reward, next_obs, _ = transition(1)
+    buffer.add(obs, action, reward, next_obs, discount)
+    assert buffer.state_dict()["discounts"].tolist() == [float(discount)]
+
+
+@pytest.mark.parametrize("discounts", [[0.0, 0.99, 1.0, 0.5], [0, 1, 1, 0]], ids=["float", "int"])
+def test_add_batch_accepts_discounts_in_the_unit_interval(discounts):
+    buffer = ReplayBuffer(4, OBS_DIM, np.random.default_rng(0), dtype=np.float64)
+    buffer.add_batch(**{**good_add_batch(), "discounts": np.array(discounts)})
+    assert buffer.state_dict()["discounts"].tolist() == [float(d) for d in discounts]
 
 
 # --- state_dict round trip ---------------------------------------------------------------------------
@@ -225,7 +337,7 @@ def test_state_dict_round_trip_through_npz(tmp_path, n, dtype):
 
 def test_state_dict_holds_only_plain_arrays():
     state = filled(5, 7).state_dict()
-    assert set(state) == {"obs", "actions", "rewards", "next_obs", "terminated", "pos", "size", "capacity"}
+    assert set(state) == {"obs", "actions", "rewards", "next_obs", "discounts", "pos", "size", "capacity"}
     for key, value in state.items():
         assert type(value) is np.ndarray and value.dtype != object, key
     for key in ("pos", "size", "capacity"):
@@ -262,9 +374,16 @@ def corrupt(state: dict[str, np.ndarray], key: str, value) -> dict[str, np.ndarr
         (lambda s: corrupt(s, "pos", np.array([4], np.int64)), r"state\['pos'\].*0-d int64"),
         (lambda s: corrupt(s, "actions", np.array([0, -1, 0, 0], np.int64)), r"state\['actions'\] must be >= 0"),
         (lambda s: corrupt(s, "rewards", np.array([0, np.nan, 0, 0], np.float32)), r"state\['rewards'\].*finite"),
-        (lambda s: corrupt(s, "terminated", np.full(4, 0.5, np.float32)), r"state\['terminated'\]"),
+        (lambda s: corrupt(s, "discounts", np.full(4, 1.5, np.float32)), r"state\['discounts'\] must be in \[0, 1\]"),
+        (lambda s: corrupt(s, "discounts", np.array([0, -0.5, 0, 0], np.float32)), r"state\['discounts'\].*-0.5"),
+        (lambda s: corrupt(s, "discounts", np.array([0, 0, np.nan, 0], np.float32)), r"state\['discounts'\].*nan"),
+        (lambda s: corrupt(s, "discounts", s["discounts"].astype(np.float64)), r"state\['discounts'\].*float64"),
         (lambda s: {k: v for k, v in s.items() if k != "next_obs"}, r"missing \['next_obs'\]"),
         (lambda s: corrupt(s, "rng", np.array(0)), r"unexpected \['rng'\]"),
+        (  # a version-1 state (terminated flags instead of discounts) is not silently taken for discounts
+            lambda s: {**{k: v for k, v in s.items() if k != "discounts"}, "terminated": np.zeros(4, np.float32)},
+            r"missing \['discounts'\], unexpected \['terminated'\]",
+        ),
     ],
 )
 def test_load_state_dict_rejects_bad_state_and_leaves_buffer_unchanged(make_bad, match):
@@ -314,8 +433,8 @@ def test_constructor_accepts_numpy_integers():
 
 
 def good_add() -> dict:
-    obs, action, reward, next_obs, terminated = transition(1)
-    return {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "terminated": terminated}
+    obs, action, reward, next_obs, discount = transition(1)
+    return {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "discount": discount}
 
 
 @pytest.mark.parametrize(
@@ -337,8 +456,14 @@ def good_add() -> dict:
         ("reward", np.float32(np.inf), ValueError, "reward must be finite, got inf"),
         ("reward", np.array([1.0]), ValueError, r"reward must be a real scalar, got an array of shape \(1,\)"),
         ("reward", "1.0", TypeError, "reward must be a real number"),
-        ("terminated", 0.5, ValueError, "terminated must be 0/False or 1/True, got 0.5"),
-        ("terminated", None, TypeError, "terminated must be a real number"),
+        ("discount", -0.1, ValueError, r"discount must be in \[0, 1\].*got -0.1"),
+        ("discount", 1.5, ValueError, r"discount must be in \[0, 1\].*got 1.5"),
+        ("discount", float(np.nextafter(1.0, 2.0)), ValueError, r"discount must be in \[0, 1\]"),
+        ("discount", float("nan"), ValueError, r"discount must be in \[0, 1\].*got nan"),
+        ("discount", np.float32(np.inf), ValueError, r"discount must be in \[0, 1\].*got inf"),
+        ("discount", np.array([0.5]), ValueError, r"discount must be a real scalar, got an array of shape \(1,\)"),
+        ("discount", None, TypeError, "discount must be a real number"),
+        ("discount", "0.99", TypeError, "discount must be a real number"),
     ],
 )
 def test_add_rejects_bad_input_and_leaves_buffer_unchanged(field, value, error, match):
@@ -351,16 +476,17 @@ def test_add_rejects_bad_input_and_leaves_buffer_unchanged(field, value, error, 
 
 def test_add_accepts_lists_and_numpy_scalars():
     buffer = ReplayBuffer(2, OBS_DIM, np.random.default_rng(0))
-    buffer.add([1, 2, 3], np.int32(2), np.float32(0.5), (4.0, 5.0, 6.0), np.bool_(False))
+    buffer.add([1, 2, 3], np.int32(2), np.float32(0.5), (4.0, 5.0, 6.0), np.float16(0.25))
     state = buffer.state_dict()
     np.testing.assert_array_equal(state["obs"], [[1, 2, 3]])
     np.testing.assert_array_equal(state["next_obs"], [[4, 5, 6]])
     assert state["actions"].tolist() == [2] and state["rewards"].tolist() == [0.5]
+    assert state["discounts"].tolist() == [0.25]
 
 
 def good_add_batch(k: int = 4) -> dict:
-    obs, actions, rewards, next_obs, terminated = transitions(range(k))
-    return {"obs": obs, "actions": actions, "rewards": rewards, "next_obs": next_obs, "terminated": terminated}
+    obs, actions, rewards, next_obs, discounts = transitions(range(k))
+    return {"obs": obs, "actions": actions, "rewards": rewards, "next_obs": next_obs, "discounts": discounts}
 
 
 @pytest.mark.parametrize(
@@ -371,14 +497,17 @@ def good_add_batch(k: int = 4) -> dict:
         ("next_obs", np.zeros((3, OBS_DIM)), ValueError, r"next_obs must have shape \(4, 3\).*got \(3, 3\)"),
         ("actions", np.zeros(5, np.int64), ValueError, r"actions must have shape \(4,\).*got \(5,\)"),
         ("rewards", np.zeros((4, 1)), ValueError, r"rewards must have shape \(4,\).*got \(4, 1\)"),
-        ("terminated", np.zeros(3), ValueError, r"terminated must have shape \(4,\)"),
+        ("discounts", np.zeros(3), ValueError, r"discounts must have shape \(4,\)"),
         ("actions", np.array([0, 1, -1, 0]), ValueError, "actions must be >= 0, got -1 at index 2"),
         ("actions", np.array([0.0, 1.0, 1.0, 0.0]), TypeError, "actions must have an integer dtype, got float64"),
         ("actions", np.array([True, False, True, True]), TypeError, "actions must have an integer dtype, got bool"),
         ("rewards", np.array([0.0, 0.0, 0.0, np.nan]), ValueError, r"rewards must be finite, got nan at index \(3,\)"),
         ("obs", np.full((4, OBS_DIM), -np.inf), ValueError, r"obs must be finite, got -inf at index \(0, 0\)"),
         ("next_obs", np.full((4, OBS_DIM), np.nan), ValueError, "next_obs must be finite"),
-        ("terminated", np.array([0.0, 2.0, 0.0, 1.0]), ValueError, "terminated must be 0/False or 1/True, got 2.0"),
+        ("discounts", np.array([0.0, 1.5, 0.0, 1.0]), ValueError, r"discounts must be in \[0, 1\].*got 1.5 at index 1"),
+        ("discounts", np.array([0.0, 0.9, -0.1, 1.0]), ValueError, r"discounts must be in \[0, 1\].*-0.1 at index 2"),
+        ("discounts", np.array([0.0, 0.9, 0.9, np.nan]), ValueError, r"discounts must be in \[0, 1\].*nan at index 3"),
+        ("discounts", np.array(["a", "b", "c", "d"]), TypeError, "discounts must be a real numeric array"),
     ],
 )
 def test_add_batch_rejects_bad_input_and_leaves_buffer_unchanged(field, value, error, match):
