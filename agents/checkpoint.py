@@ -182,7 +182,7 @@ def flatten_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, np
             raise ValueError(f"state keys must not contain '/', got {prefix + key!r}")
         if isinstance(value, np.ndarray):
             arrays[prefix + key] = value
-        elif isinstance(value, dict) and any(isinstance(v, (np.ndarray, dict)) for v in value.values()):
+        elif isinstance(value, dict):
             sub_arrays, sub_meta = flatten_state(value, f"{prefix}{key}/")
             arrays.update(sub_arrays)
             meta[key] = sub_meta

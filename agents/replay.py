@@ -161,6 +161,8 @@ class ReplayBuffer:
         reward = _real_scalar(reward, "reward")
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
+        if isinstance(discount, (bool, np.bool_)):  # an old `terminated` flag would mean the opposite
+            raise TypeError(f"discount must be a number in [0, 1] (gamma**k, 0 at termination), got bool {discount}")
         discount = _real_scalar(discount, "discount")
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"discount must be in [0, 1] (gamma**k, or 0 at termination), got {discount}")
@@ -211,6 +213,8 @@ class ReplayBuffer:
         _check_finite(obs, "obs")
         _check_finite(next_obs, "next_obs")
         _check_finite(rewards, "rewards")
+        if discounts.dtype.kind == "b":  # an old `terminated` array would mean the opposite
+            raise TypeError("discounts must be numbers in [0, 1] (gamma**k, 0 at termination), got a bool array")
         _check_unit_interval(discounts, "discounts")
         self.write(obs, actions, rewards, next_obs, discounts)
 
@@ -263,11 +267,13 @@ class ReplayBuffer:
         batch_size = _int_at_least(batch_size, "batch_size", 1)
         if self._size == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer (len 0); add transitions first")
-        idx = self._rng.integers(0, self._size, size=batch_size)  # (B,)
         if out is None:
             out = self.empty_batch(batch_size)
-        elif out.actions.shape != (batch_size,):
-            raise ValueError(f"out must hold {batch_size} rows, got {out.actions.shape[0]}")
+        elif out.obs.shape != (batch_size, self._obs_dim) or out.obs.dtype != self._dtype or len(out.actions) != \
+                batch_size:
+            raise ValueError(f"out must be an empty_batch({batch_size}) of this buffer: obs ({batch_size}, "
+                             f"{self._obs_dim}) {self._dtype}, got obs {out.obs.shape} {out.obs.dtype}")
+        idx = self._rng.integers(0, self._size, size=batch_size)  # (B,), drawn only once `out` is known good
         for ring, dest in zip((self._obs, self._actions, self._rewards, self._next_obs, self._discounts), out,
                               strict=True):
             np.take(ring, idx, axis=0, out=dest)

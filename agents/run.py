@@ -272,7 +272,7 @@ def _build(config, env_id, seed, out_dir, total_steps, resume, save_replay, chec
     if ckpt is not None:
         try:
             warnings += trainer.load_state_dict(unflatten_state(ckpt.arrays, ckpt.meta))
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:  # damaged metadata or arrays
             raise CheckpointError(f"{ckpt.path}: cannot resume from it ({type(e).__name__}: {e})") from e
         logger.wall_before = float(ckpt.meta.get("wall_seconds", 0.0))
         logger.progress.trim(trainer.collector.episodes)  # rows written after the checkpoint are written again

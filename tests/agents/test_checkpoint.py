@@ -441,6 +441,7 @@ def test_nested_state_round_trips_through_a_checkpoint_file(tmp_path: Path) -> N
         ({"agent": {"online/W1": np.zeros(2)}}, "agent/online/W1"),
         ({"collector": {"env": {"obs": np.zeros(2), "x/y": 1}}}, "collector/env/x/y"),
         ({"a/b": 1}, "a/b"),
+        ({"x": {"a/b": 1}}, "x/a/b"),  # no array anywhere: checked all the same
     ],
 )
 def test_flatten_state_refuses_a_key_containing_a_slash(state: dict, path: str) -> None:

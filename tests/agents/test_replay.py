@@ -164,8 +164,17 @@ def test_sample_into_out_leaves_the_buffer_alone():
 def test_sample_refuses_out_with_another_number_of_rows(rows):
     buffer = filled(capacity=8, n=5)
     out = buffer.empty_batch(rows)
-    with pytest.raises(ValueError, match=f"out must hold 8 rows, got {rows}"):
+    before = buffer.rng.bit_generator.state
+    with pytest.raises(ValueError, match=rf"out must be an empty_batch\(8\) .* got obs \({rows}, {OBS_DIM}\)"):
         buffer.sample(8, out=out)
+    assert buffer.rng.bit_generator.state == before  # a refused call draws nothing
+
+
+def test_sample_refuses_out_of_another_dtype():
+    buffer = filled(capacity=8, n=5)
+    other = ReplayBuffer(8, OBS_DIM, np.random.default_rng(0), dtype=np.float64).empty_batch(8)
+    with pytest.raises(ValueError, match="out must be an empty_batch"):
+        buffer.sample(8, out=other)
 
 
 # --- add_batch equals sequential adds ----------------------------------------------------------------
@@ -538,3 +547,13 @@ def test_sample_from_empty_buffer_raises():
     buffer.add_batch(**good_add_batch(0))  # an empty batch does not fill anything
     with pytest.raises(ValueError, match="empty ReplayBuffer"):
         buffer.sample(1)
+
+
+def test_a_bool_discount_is_refused_since_an_old_terminated_flag_would_mean_the_opposite():
+    buffer = ReplayBuffer(8, OBS_DIM, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="bool"):
+        buffer.add(np.zeros(OBS_DIM), 0, 1.0, np.zeros(OBS_DIM), True)
+    with pytest.raises(TypeError, match="bool array"):
+        buffer.add_batch(np.zeros((2, OBS_DIM)), np.zeros(2, np.int64), np.ones(2), np.zeros((2, OBS_DIM)),
+                         np.array([True, False]))
+    assert len(buffer) == 0
