@@ -39,9 +39,13 @@ def make_agent(config: DQNConfig, seed: int = 0, obs_dim: int = OBS_DIM, n_actio
     return agent
 
 
+GAMMA = 0.9  # make_config's gamma: one-step discounts are gamma * (1 - terminated)
+
+
 def random_batch(seed: int, n: int = BATCH, obs_dim: int = OBS_DIM, n_actions: int = N_ACTIONS,
                  dtype=np.float64, reward_scale: float = 3.0) -> Batch:
-    """Random transitions with both terminated values and TD errors on both sides of Huber's delta = 1."""
+    """Random one-step transitions, every other one terminal (discount 0), with TD errors on both sides of Huber's
+    delta = 1."""
     rng = np.random.default_rng(seed)
     terminated = np.zeros(n, dtype=dtype)
     terminated[::2] = 1.0
@@ -50,7 +54,7 @@ def random_batch(seed: int, n: int = BATCH, obs_dim: int = OBS_DIM, n_actions: i
         actions=rng.integers(0, n_actions, size=n),
         rewards=(reward_scale * rng.standard_normal(n)).astype(dtype),
         next_obs=rng.standard_normal((n, obs_dim)).astype(dtype),
-        terminated=terminated,
+        discounts=(GAMMA * (1.0 - terminated)).astype(dtype),
     )
 
 
@@ -166,7 +170,7 @@ def test_td_targets_by_hand(double_dqn, bootstrap_value):
     np.testing.assert_array_equal(agent.online.forward(next_obs)[0], [2.0, 1.0])
     np.testing.assert_array_equal(agent.target.forward(next_obs)[0], [3.0, 10.0])
     batch = Batch(obs=np.zeros((3, 2)), actions=np.array([0, 1, 0]), rewards=np.array([0.5, -1.25, 2.0]),
-                  next_obs=next_obs, terminated=np.array([0.0, 1.0, 0.0]))  # row 2: a truncation, terminated=0
+                  next_obs=next_obs, discounts=0.9 * (1.0 - np.array([0.0, 1.0, 0.0])))  # row 2: a truncation
 
     y = agent.td_targets(batch)
 
@@ -181,7 +185,8 @@ def test_td_targets_use_the_target_network_and_not_the_online_one():
     agent = make_agent(make_config(double_dqn=False), seed=5)
     batch = random_batch(seed=6)
     q_next = agent.target.forward(batch.next_obs)
-    expected = batch.rewards + 0.9 * (1 - batch.terminated) * q_next.max(axis=1)
+    expected = batch.rewards + batch.discounts * q_next.max(axis=1)
+    assert (batch.discounts == 0).any() and (batch.discounts == GAMMA).any()
     np.testing.assert_allclose(agent.td_targets(batch), expected, rtol=1e-14)
     online = agent.online.forward(batch.next_obs).max(axis=1)
     assert not np.allclose(online, q_next.max(axis=1))  # the check above could tell the two apart
