@@ -6,14 +6,16 @@ global norm 10, an Adam step, and a hard target copy every 128 updates. The libr
 its batch check, divergence checks and metrics dict included. The reference (`scripts/_reference_step.py`)
 preallocates every activation, writes with `out=`, and keeps parameters, gradients and Adam moments in flat buffers.
 Both run on one BLAS thread over the same fixed pool of pre-generated batches (sampling excluded), interleaved
-repeat by repeat (ABAB...), with the garbage collector off while timing; the figures are medians over the repeats.
+repeat by repeat (ABAB...), with the garbage collector off while timing. The µs figures are medians over the
+repeats; the ratio is the median of the per-repeat ratios (library repeat / the reference repeat right after it), which
+cancels most of the drift of a shared machine.
 
 Before timing, every network size is checked: from the same weights (target different from online), a few float64
 updates of library and reference, at batch 64 and then 128, must give the same parameters (rtol 1e-10), or the
 script exits 1.
 
 Usage:
-    PYTHONPATH=. python scripts/bench_update.py [--steps 1000] [--repeats 7] [--json PATH] [--quick]
+    PYTHONPATH=. python scripts/bench_update.py [--steps 300] [--repeats 15] [--json PATH] [--quick]
 """
 
 import os
@@ -145,7 +147,7 @@ def mean_step_seconds(step: Callable, pool: list[Batch], steps: int) -> float:
 
 
 def bench(sizes: tuple[int, ...], dtype: str, batch: int, steps: int, repeats: int, seed: int) -> dict:
-    """Median over `repeats` of the mean µs per update, library and reference repeats interleaved (ABAB...)."""
+    """Medians over `repeats` of the mean µs per update and of the paired ratios, the two sides interleaved (ABAB)."""
     library, reference, _, _ = make_steppers(sizes, dtype, batch, seed)
     pool = make_pool(sizes, dtype, batch, seed)
     warmup = max(steps // 10, 5)
@@ -155,9 +157,10 @@ def bench(sizes: tuple[int, ...], dtype: str, batch: int, steps: int, repeats: i
     for _ in range(repeats):
         lib_us.append(1e6 * mean_step_seconds(library, pool, steps))
         ref_us.append(1e6 * mean_step_seconds(reference, pool, steps))
-    lib, rf = statistics.median(lib_us), statistics.median(ref_us)
-    return {"size": name_of(sizes), "dtype": dtype, "batch": batch, "library_us": lib, "reference_us": rf,
-            "ratio": lib / rf, "library_us_repeats": lib_us, "reference_us_repeats": ref_us}
+    ratio = statistics.median(a / b for a, b in zip(lib_us, ref_us, strict=True))
+    return {"size": name_of(sizes), "dtype": dtype, "batch": batch, "library_us": statistics.median(lib_us),
+            "reference_us": statistics.median(ref_us), "ratio": ratio, "library_us_repeats": lib_us,
+            "reference_us_repeats": ref_us}
 
 
 def estimate_seconds(steps: int, repeats: int, seed: int) -> float:
@@ -200,8 +203,8 @@ def machine_info() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000, help="updates per timed repeat")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per side (the median is reported)")
+    parser.add_argument("--steps", type=int, default=300, help="updates per timed repeat")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats per side (the median is reported)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch pool")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--quick", action="store_true", help="tiny run (20 steps, 2 repeats) for smoke tests")
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print("library and reference disagree; timings would compare different updates", file=sys.stderr)
         return 1
 
-    print(f"\nµs per update (median of {repeats} repeats x {steps} updates, library and reference interleaved)")
+    print(f"\nµs per update: medians of {repeats} repeats x {steps} updates, library and reference interleaved; "
+          "lib/ref is the median of the paired ratios")
     print(f"{'size':<12} {'dtype':<8} {'batch':>5} {'library µs':>11} {'reference µs':>13} {'lib/ref':>8}")
     results = []
     for sizes in SIZES:
