@@ -42,6 +42,7 @@ class _UpdateBuffers:
         self.q_next = np.empty(n, dtype=dtype)  # (B,) Q'(s', a')
         self.td_target = np.empty(n, dtype=dtype)  # (B,) y
         self.td = TDBuffers(n, n_actions, dtype)  # the loss's arrays, delta2 among them
+        self.stat_sums = np.empty(2, dtype=dtype)  # sums over the batch of Q(s, a) and |Q(s, a) - y|
 
 
 class DQNAgent:
@@ -139,7 +140,7 @@ class DQNAgent:
         else:
             q_next_target.argmax(axis=1, out=bufs.a_next)
         np.add(bufs.td.row_offsets, bufs.a_next, out=bufs.next_index)
-        q_next = np.take(q_next_target, bufs.next_index, out=bufs.q_next, mode="clip")  # Q'(s', a'): (B,)
+        q_next = q_next_target.take(bufs.next_index, out=bufs.q_next, mode="clip")  # Q'(s', a'): (B,)
         td_target = np.multiply(batch.discounts, q_next, out=bufs.td_target)
         td_target += batch.rewards  # y = R + discount * Q'(s', a'); discount = 0 where the episode terminated
         return td_target
@@ -188,19 +189,16 @@ class DQNAgent:
         self.n_updates += 1
         if self.n_updates % self.config.target_update_interval == 0:
             self.sync_target()  # the target moves only every so often, which keeps y still
-        return {
-            "loss": loss,
-            "q_mean": float(np.add.reduce(bufs.td.q_taken)) / n,
-            "grad_norm": grad_norm,
-            "td_abs": float(np.add.reduce(bufs.td.abs_error)) / n,
-        }
+        q_sum, td_abs_sum = np.add.reduce(bufs.td.stats, axis=1, out=bufs.stat_sums).tolist()  # one reduction
+        return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n}
 
     def _check_batch(self, batch: Batch) -> Batch:
         """Check B transitions' shapes once, at the boundary; cast observations to the networks' dtype if needed."""
         obs, actions, rewards, next_obs, discounts = batch
-        n = len(actions)
-        want = (n, self.obs_dim)
-        if n == 0 or obs.shape != want or next_obs.shape != want or rewards.shape != (n,) or discounts.shape != (n,):
+        n_rows = actions.shape
+        want = (*n_rows, self.obs_dim)
+        if (not n_rows or n_rows == (0,) or obs.shape != want or next_obs.shape != want or rewards.shape != n_rows
+                or discounts.shape != n_rows):
             got = {k: np.shape(v) for k, v in zip(Batch._fields, batch, strict=True)}
             raise ValueError(f"batch must hold B >= 1 transitions: obs and next_obs (B, {self.obs_dim}), actions, "
                              f"rewards and discounts (B,); got shapes {got}")

@@ -148,15 +148,16 @@ class TDBuffers:
         q_taken: `(B,)` `Q(s_i, a_i)`.
         td_error: `(B,)` `Q(s_i, a_i) - y_i`.
         abs_error: `(B,)` `|Q(s_i, a_i) - y_i|`.
+        stats: `(2, B)`, the rows `q_taken` and `abs_error`: one reduction gives both metrics.
         delta2: `(B, A)` `dL/dQ`, zero outside the taken actions.
     """
 
     def __init__(self, n: int, n_actions: int, dtype: np.dtype) -> None:
         self.row_offsets = np.arange(n) * n_actions  # (B,) flat index of Q(s_i, 0) in a C-ordered (B, A) array
         self.flat_index = np.empty(n, dtype=np.int64)  # (B,) flat index of Q(s_i, a_i)
-        self.q_taken, self.td_error, self.abs_error, self.quadratic, self.tmp, self.grad_taken = (
-            np.empty(n, dtype=dtype) for _ in range(6)
-        )
+        self.stats = np.empty((2, n), dtype=dtype)
+        self.q_taken, self.abs_error = self.stats
+        self.td_error, self.quadratic, self.tmp, self.grad_taken = (np.empty(n, dtype=dtype) for _ in range(4))
         self.delta2 = np.zeros((n, n_actions), dtype=dtype)
 
 
@@ -175,7 +176,7 @@ def td_loss_unchecked(
     """
     n = len(td_targets)
     idx = np.add(bufs.row_offsets, actions, out=bufs.flat_index)
-    q_taken = np.take(q_values, idx, out=bufs.q_taken, mode="clip")  # Q(s_i, a_i); actions are trusted in range
+    q_taken = q_values.take(idx, out=bufs.q_taken, mode="clip")  # Q(s_i, a_i); actions are trusted in range
     td_error = np.subtract(q_taken, td_targets, out=bufs.td_error)  # Q(s, a) - y, shape (B,)
     if kind == "mse":
         loss = float(np.dot(td_error, td_error)) / n

@@ -85,7 +85,7 @@ def train_step(s: dict, batch: tuple[np.ndarray, ...]) -> float:
     q_next_online = forward(params, next_obs, s["online_z"], s["online_h"])
     q_next_online.argmax(axis=1, out=s["a_next"])  # a' = argmax_a Q(s', a)
     np.add(s["row_offsets"], s["a_next"], out=idx)
-    np.take(q_next_target, idx, out=s["q_next"], mode="clip")  # Q'(s', a')
+    q_next_target.take(idx, out=s["q_next"], mode="clip")  # Q'(s', a')
     y = np.multiply(discounts, s["q_next"], out=s["y"])
     y += rewards
 
@@ -93,7 +93,7 @@ def train_step(s: dict, batch: tuple[np.ndarray, ...]) -> float:
     zs, hs = s["online_z"], s["online_h"]
     q = forward(params, obs, zs, hs)
     np.add(s["row_offsets"], actions, out=idx)
-    np.take(q, idx, out=s["q_taken"], mode="clip")
+    q.take(idx, out=s["q_taken"], mode="clip")
     err = np.subtract(s["q_taken"], y, out=s["err"])
     abs_err = np.abs(err, out=s["abs_err"])
     quad = np.minimum(abs_err, s["huber_delta"], out=s["quad"])
