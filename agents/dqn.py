@@ -11,6 +11,7 @@ One update reads top to bottom like the derivation:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,11 @@ import numpy as np
 
 from agents.config import DQNConfig
 from agents.replay import Batch
-from dqn_np import MLP, SGD, Adam, clip_grad_norm, td_loss
+from dqn_np import MLP, SGD, Adam
+from dqn_np._buffers import BufferCache
+from dqn_np._validate import as_2d
+from dqn_np.losses import TDBuffers, td_loss_unchecked
+from dqn_np.optim import clip_by_global_norm
 
 if TYPE_CHECKING:
     from agents.checkpoint import Checkpoint
@@ -28,8 +33,23 @@ class DivergenceError(RuntimeError):
     """Training produced a non-finite loss, gradient, TD target or Q-value; parameters were left untouched."""
 
 
+class _UpdateBuffers:
+    """The agent's own work arrays for one update of B transitions (the networks keep their activations)."""
+
+    def __init__(self, n: int, n_actions: int, dtype: np.dtype) -> None:
+        self.a_next = np.empty(n, dtype=np.int64)  # (B,) a'
+        self.next_index = np.empty(n, dtype=np.int64)  # (B,) flat index of Q'(s'_i, a'_i)
+        self.q_next = np.empty(n, dtype=dtype)  # (B,) Q'(s', a')
+        self.td_target = np.empty(n, dtype=dtype)  # (B,) y
+        self.td = TDBuffers(n, n_actions, dtype)  # the loss's arrays, delta2 among them
+        self.stat_sums = np.empty(2, dtype=dtype)  # sums over the batch of Q(s, a) and |Q(s, a) - y|
+
+
 class DQNAgent:
     """Deep Q-network agent on a flat observation vector and `n_actions` discrete actions.
+
+    Public methods check their inputs once; inside `update` and `act` the networks take their unchecked route,
+    with activations, deltas and TD arrays preallocated per batch size.
 
     Args:
         obs_dim: length of an observation.
@@ -42,6 +62,8 @@ class DQNAgent:
         >>> agent = DQNAgent(4, 2, DQNConfig(hidden_sizes=(16,)), np.random.default_rng(0))
         >>> agent.q_values(np.zeros(4)).shape, agent.act(np.zeros(4), epsilon=0.0) in (0, 1)
         ((2,), True)
+        >>> agent.act(np.zeros((3, 4)), epsilon=0.5).shape  # E = 3 environments at once
+        (3,)
     """
 
     def __init__(self, obs_dim: int, n_actions: int, config: DQNConfig, rng: np.random.Generator) -> None:
@@ -54,97 +76,153 @@ class DQNAgent:
         self.obs_dim, self.n_actions = int(obs_dim), int(n_actions)
         self.rng = rng
         self.online = MLP((self.obs_dim, *config.hidden_sizes, self.n_actions), rng=rng, dtype=config.dtype)
-        self.target = self.online.clone()  # starts equal to the online network
+        self.target = self.online.clone()  # starts equal to the online network, with its own buffers
         self.optimizer: Adam | SGD = (
             Adam(config.learning_rate) if config.optimizer == "adam" else SGD(config.learning_rate, config.momentum)
         )
         self.n_updates = 0
-        self._rows = np.arange(config.batch_size)
+        dtype = self.online.dtype
+        self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype))
+        self._max_norm = config.max_grad_norm or math.inf  # 0 disables clipping; the norm is still measured
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Online Q-values: `obs: (obs_dim,)` -> `(n_actions,)`, or `(batch, obs_dim)` -> `(batch, n_actions)`."""
+        """Online Q-values: `obs: (obs_dim,)` -> `(A,)`, or `(B, obs_dim)` -> `(B, A)`; a new array."""
         obs = np.asarray(obs, dtype=self.online.dtype)
         if obs.ndim == 1:
             return self.online.forward(obs[None, :])[0]
         return self.online.forward(obs)
 
     def act(self, obs: np.ndarray, epsilon: float) -> int | np.ndarray:
-        """Epsilon-greedy actions: `obs: (obs_dim,)` -> int, `(E, obs_dim)` -> `(E,)` int64.
+        """Epsilon-greedy actions: uniform with probability epsilon, else argmax Q.
 
-        One uniform draw per env decides exploration; the k exploring envs then draw uniform actions.
+        Args:
+            obs: one observation `(obs_dim,)`, or one per environment `(E, obs_dim)`; finite.
+            epsilon: the exploration probability.
+
+        Returns:
+            An int for `(obs_dim,)` (one uniform draw, then one integer draw if it explores: the stream of earlier
+            versions); `(E,)` int64 for `(E, obs_dim)`: `rng.random(E) < epsilon` picks the exploring envs, then
+            `rng.integers(A, size=k)` their actions, and one forward pass the greedy ones.
+
+        Raises:
+            ValueError: `obs` has another shape or is not finite.
         """
-        if np.ndim(obs) == 1:
-            return int(self.act(np.asarray(obs)[None], epsilon)[0])
-        explore = self.rng.random(len(obs)) < epsilon
-        actions = self.greedy(obs)
-        k = int(explore.sum())
+        obs = np.asarray(obs, dtype=self.online.dtype)
+        if obs.ndim == 1:
+            x = as_2d("obs", obs[None, :], self.obs_dim)  # (1, obs_dim)
+            if self.rng.random() < epsilon:
+                return int(self.rng.integers(self.n_actions))
+            return int(self.online.forward_unchecked(x).argmax())
+        obs = as_2d("obs", obs, self.obs_dim)  # (E, obs_dim)
+        explore = self.rng.random(len(obs)) < epsilon  # one uniform per environment
+        k = int(np.count_nonzero(explore))
+        actions = np.empty(len(obs), dtype=np.int64)
+        if k < len(obs):
+            self.online.forward_unchecked(obs).argmax(axis=1, out=actions)  # greedy for every env; some replaced
         if k:
             actions[explore] = self.rng.integers(self.n_actions, size=k)
         return actions
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """argmax_a Q(obs, a): `(E, obs_dim)` -> `(E,)` int64; draws nothing."""
-        return self.online.forward(np.asarray(obs, dtype=self.online.dtype)).argmax(axis=1)
+        """argmax_a Q(obs, a) for `obs: (E, obs_dim)` -> `(E,)` int64, from one forward pass; draws nothing."""
+        obs = as_2d("obs", np.asarray(obs, dtype=self.online.dtype), self.obs_dim)  # (E, obs_dim)
+        return self.online.forward_unchecked(obs).argmax(axis=1)
 
     def td_targets(self, batch: Batch) -> np.ndarray:
-        """`y = R + discount * Q_target(s', a')`, shape `(B,)`, treated as a constant.
+        """`y = R + discount * Q_target(s', a')`, shape `(B,)`, treated as a constant; a new array.
 
         For one step, `discount = gamma * (1 - terminated)`: the familiar `y = r + gamma (1 - terminated) Q'`.
         With Double DQN, `a' = argmax_a Q_online(s', a)`; otherwise `a' = argmax_a Q_target(s', a)`.
         Truncated transitions keep `discount = gamma^k`, so they bootstrap.
         """
-        q_next_target = self.target.forward(batch.next_obs)  # (batch, n_actions)
-        q_next_select = self.online.forward(batch.next_obs) if self.config.double_dqn else q_next_target
-        a_next = q_next_select.argmax(axis=1)  # the greedy next action a'
-        q_next = q_next_target[self._batch_rows(len(a_next)), a_next]  # Q_target(s', a')
-        return batch.rewards + batch.discounts * q_next
+        batch = self._check_batch(batch)
+        return self._td_targets(batch, self._buffers.get(len(batch.actions))).copy()
+
+    def _td_targets(self, batch: Batch, bufs: _UpdateBuffers) -> np.ndarray:
+        q_next_target = self.target.forward_unchecked(batch.next_obs)  # Q'(s', .): (B, A)
+        if self.config.double_dqn:  # the online net picks a'; this pass on s' must precede the one on s (same buffers)
+            self.online.forward_unchecked(batch.next_obs).argmax(axis=1, out=bufs.a_next)
+        else:
+            q_next_target.argmax(axis=1, out=bufs.a_next)
+        np.add(bufs.td.row_offsets, bufs.a_next, out=bufs.next_index)
+        q_next = q_next_target.take(bufs.next_index, out=bufs.q_next, mode="clip")  # Q'(s', a'): (B,)
+        td_target = np.multiply(batch.discounts, q_next, out=bufs.td_target)
+        td_target += batch.rewards  # y = R + discount * Q'(s', a'); discount = 0 where the episode terminated
+        return td_target
 
     def compute_gradients(self, batch: Batch) -> tuple[float, np.ndarray, np.ndarray]:
         """Target, prediction, loss and backward: fills `online.grads` with dL/dtheta and changes no parameter.
 
         Returns:
-            The loss, `Q(s, a)` of the actions taken `(batch,)`, and the TD targets `(batch,)`.
+            The loss, `Q(s, a)` of the actions taken `(B,)`, and the TD targets `(B,)` (new arrays).
 
         Raises:
-            DivergenceError: a TD target or Q-value is not finite.
+            DivergenceError: a TD target, Q-value or the loss is not finite.
         """
-        td_target = self.td_targets(batch)  # y, constant: no gradient flows into the target network
-        q = self.online.forward(batch.obs)  # Q(s, .), caches activations for backward
-        if not (np.isfinite(td_target).all() and np.isfinite(q).all()):
-            what = "TD target" if np.isfinite(q).all() else "Q-value"
-            raise DivergenceError(f"non-finite {what} at update {self.n_updates + 1}")
-        loss, delta2 = td_loss(q, batch.actions, td_target, kind=self.config.loss, delta=self.config.huber_delta)
-        self.online.backward(delta2)  # delta2 = dL/dQ is nonzero only in the taken action's column
-        return loss, q[self._batch_rows(len(q)), batch.actions], td_target
+        batch = self._check_batch(batch)
+        bufs = self._buffers.get(len(batch.actions))
+        loss, q = self._gradients(batch, bufs)
+        if not (math.isfinite(loss) and math.isfinite(np.add.reduce(q, axis=None))):
+            raise self._divergence(bufs, q, loss, 0.0)
+        return loss, bufs.td.q_taken.copy(), bufs.td_target.copy()
+
+    def _gradients(self, batch: Batch, bufs: _UpdateBuffers) -> tuple[float, np.ndarray]:
+        cfg = self.config
+        td_target = self._td_targets(batch, bufs)  # y, constant: no gradient flows into the target network
+        q = self.online.forward_unchecked(batch.obs)  # Q(s, .): (B, A), caches activations for backward
+        loss, delta2 = td_loss_unchecked(q, batch.actions, td_target, cfg.loss, cfg.huber_delta, bufs.td)
+        self.online.backward_unchecked(delta2)  # delta2 = dL/dQ is nonzero only in the taken action's column
+        return loss, q
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on a batch; returns metrics `loss`, `q_mean`, `grad_norm`, `td_abs`.
 
         Raises:
+            ValueError: the batch's arrays do not have the shapes of B transitions for this agent.
             DivergenceError: a TD target, Q-value, loss or gradient is not finite; no parameter is changed.
         """
-        cfg = self.config
-        loss, q_taken, td_target = self.compute_gradients(batch)
-        grads = self.online.grads
-        # Clipping bounds the step when one TD error is huge (0 disables it; the norm is still reported).
-        grad_norm = clip_grad_norm(grads, cfg.max_grad_norm) if cfg.max_grad_norm else _global_norm(grads)
-        if not (np.isfinite(loss) and np.isfinite(grad_norm)):
-            what = "loss" if not np.isfinite(loss) else "gradient"
-            raise DivergenceError(f"non-finite {what} at update {self.n_updates + 1} (loss={loss}, "
-                                  f"grad_norm={grad_norm})")
-        self.optimizer.step(self.online.params, grads)
+        batch = self._check_batch(batch)
+        n = len(batch.actions)
+        bufs = self._buffers.get(n)
+        loss, q = self._gradients(batch, bufs)
+        # Clipping bounds the step when one TD error is huge; one dot product on the flat gradient buffer.
+        grad_norm = clip_by_global_norm((self.online.flat_grads,), self._max_norm)
+        # A non-finite y or Q(s, a) makes the loss non-finite; the sum catches Q of actions not taken.
+        if not (math.isfinite(loss) and math.isfinite(grad_norm) and math.isfinite(np.add.reduce(q, axis=None))):
+            raise self._divergence(bufs, q, loss, grad_norm)
+        self.optimizer.step_unchecked(self.online.params, self.online.grads)
         self.n_updates += 1
-        if self.n_updates % cfg.target_update_interval == 0:
+        if self.n_updates % self.config.target_update_interval == 0:
             self.sync_target()  # the target moves only every so often, which keeps y still
-        return {
-            "loss": loss,
-            "q_mean": float(q_taken.mean()),
-            "grad_norm": grad_norm,
-            "td_abs": float(np.abs(q_taken - td_target).mean()),
-        }
+        q_sum, td_abs_sum = np.add.reduce(bufs.td.stats, axis=1, out=bufs.stat_sums).tolist()  # one reduction
+        return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n}
 
-    def _batch_rows(self, n: int) -> np.ndarray:
-        return self._rows if n == len(self._rows) else np.arange(n)
+    def _check_batch(self, batch: Batch) -> Batch:
+        """Check B transitions' shapes once, at the boundary; cast observations to the networks' dtype if needed."""
+        obs, actions, rewards, next_obs, discounts = batch
+        n_rows = actions.shape
+        want = (*n_rows, self.obs_dim)
+        if (not n_rows or n_rows == (0,) or obs.shape != want or next_obs.shape != want or rewards.shape != n_rows
+                or discounts.shape != n_rows):
+            got = {k: np.shape(v) for k, v in zip(Batch._fields, batch, strict=True)}
+            raise ValueError(f"batch must hold B >= 1 transitions: obs and next_obs (B, {self.obs_dim}), actions, "
+                             f"rewards and discounts (B,); got shapes {got}")
+        if actions.dtype.kind not in "iu":
+            raise ValueError(f"batch.actions must be integers, got dtype {actions.dtype}")
+        dtype = self.online.dtype
+        if obs.dtype != dtype or next_obs.dtype != dtype:
+            batch = batch._replace(obs=obs.astype(dtype), next_obs=next_obs.astype(dtype))
+        return batch
+
+    def _divergence(self, bufs: _UpdateBuffers, q: np.ndarray, loss: float, grad_norm: float) -> DivergenceError:
+        """Name what went non-finite first (the cold path: only after a failed check)."""
+        if not np.isfinite(bufs.td_target).all():
+            what = "TD target"
+        elif not np.isfinite(q).all():
+            what = "Q-value"
+        else:
+            what = "loss" if not math.isfinite(loss) else "gradient"
+        return DivergenceError(f"non-finite {what} at update {self.n_updates + 1} (loss={loss}, grad_norm={grad_norm})")
 
     def sync_target(self) -> None:
         """Target update: a copy of the online network when `tau == 1`, else `theta' <- tau theta + (1-tau) theta'`."""
@@ -206,6 +284,3 @@ class DQNAgent:
 def _strip(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
-
-def _global_norm(grads: dict[str, np.ndarray]) -> float:
-    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))

@@ -2,6 +2,10 @@
 
 Each layer's `forward(x)` caches what its `backward(grad_out)` needs; `backward` fills `grads` (same keys as
 `params`) and returns the gradient with respect to the layer's input.
+
+Every method takes an optional `out=` buffer (and ReLU's backward a `mask=` buffer): with None it allocates its
+result, as a user calling a layer expects; `MLP`'s unchecked route passes preallocated arrays instead, so the same
+line of math serves both.
 """
 
 from __future__ import annotations
@@ -26,20 +30,24 @@ class Linear:
         self.grads = {"W": np.zeros_like(W) if dW is None else dW, "b": np.zeros_like(b) if db is None else db}
         self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """`x: (batch, n_in)` -> `z: (batch, n_out)`; caches `x` for `dW = delta.T @ x`."""
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`x: (B, n_in)` -> `z: (B, n_out)`, written to `out` if given; caches `x` for `dW = delta.T @ x`."""
         self._x = x
-        z = x @ self.params["W"].T
+        z = np.matmul(x, self.params["W"].T, out=out)
         z += self.params["b"]
         return z
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
-        """`delta = dL/dz: (batch, n_out)` -> `dL/dx: (batch, n_in)`; fills `grads`."""
+    def backward(self, delta: np.ndarray, out: np.ndarray | None = None, input_grad: bool = True) -> np.ndarray | None:
+        """`delta = dL/dz: (B, n_out)` -> `dL/dx: (B, n_in)` (into `out` if given); fills `grads`.
+
+        With `input_grad=False` the layer skips `dL/dx` and returns None (the first layer of a network whose input
+        is data needs no gradient).
+        """
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         np.matmul(delta.T, self._x, out=self.grads["W"])  # dW = delta.T @ x
-        np.sum(delta, axis=0, out=self.grads["b"])  # db = sum over the batch of delta
-        return delta @ self.params["W"]  # dL/dx = delta @ W
+        np.add.reduce(delta, axis=0, out=self.grads["b"])  # db = sum over the batch of delta
+        return np.matmul(delta, self.params["W"], out=out) if input_grad else None  # dL/dx = delta @ W
 
 
 class ReLU:
@@ -50,16 +58,24 @@ class ReLU:
         self.grads: dict[str, np.ndarray] = {}
         self._z: np.ndarray | None = None
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
-        """`z: (batch, n)` -> `h: (batch, n)`; caches `z` for the mask `z > 0`."""
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`z: (B, n)` -> `h: (B, n)` (into `out` if given); caches `z` for the mask `z > 0`."""
         self._z = z
-        return np.maximum(z, 0)
+        return np.maximum(z, 0, out=out)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """`dL/dh: (batch, n)` -> `dL/dz = dL/dh * (z > 0)`."""
+    def backward(
+        self, grad_out: np.ndarray, out: np.ndarray | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`dL/dh: (B, n)` -> `dL/dz = dL/dh * (z > 0)`, into `out` (may be `grad_out` itself) if given.
+
+        Args:
+            grad_out: `dL/dh: (B, n)`.
+            out: where to write `dL/dz`; a new array if None.
+            mask: a `(B, n)` bool buffer for `z > 0`; a new array if None.
+        """
         if self._z is None:
             raise RuntimeError("ReLU.backward called before forward")
-        return grad_out * (self._z > 0)
+        return np.multiply(grad_out, np.greater(self._z, 0, out=mask), out=out)
 
 
 def relu_grad(z: np.ndarray) -> np.ndarray:

@@ -53,14 +53,32 @@ def mae(y_hat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.abs(diff).sum()) / n, np.sign(diff) / n
 
 
-def _huber(diff: np.ndarray, delta: float, n: int) -> tuple[float, np.ndarray]:
-    """Huber on residuals `diff`: elementwise `0.5 d^2` if `|d| <= delta` else `delta (|d| - 0.5 delta)`."""
+def _huber(
+    diff: np.ndarray,
+    delta: float,
+    n: int,
+    abs_d: np.ndarray | None = None,
+    quadratic: np.ndarray | None = None,
+    tmp: np.ndarray | None = None,
+    grad: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
+    """Huber on residuals `diff`: elementwise `0.5 d^2` if `|d| <= delta` else `delta (|d| - 0.5 delta)`.
+
+    The optional arrays (shape of `diff`) receive `|d|`, `min(|d|, delta)`, a temporary and the gradient; with None
+    they are allocated.
+    """
+    abs_d = np.abs(diff, out=abs_d)
+    quadratic = np.minimum(abs_d, delta, out=quadratic)  # the part of |d| inside the quadratic zone
+    tmp = np.multiply(quadratic, 0.5, out=tmp)
+    np.subtract(abs_d, tmp, out=tmp)
+    loss = float(np.vdot(quadratic, tmp)) / n  # sum of 0.5 d^2, or of delta (|d| - 0.5 delta)
+    grad = np.copysign(quadratic, diff, out=grad)  # = clip(d, -delta, delta): d inside the zone, ±delta outside
+    return loss, np.divide(grad, n, out=grad)
+
+
+def _check_delta(delta: float) -> None:
     if not delta > 0:
         raise ValueError(f"delta must be a positive number, got {delta!r}")
-    abs_d = np.abs(diff)
-    quadratic = np.minimum(abs_d, delta)  # the part of |d| inside the quadratic zone
-    loss = float((quadratic * (abs_d - 0.5 * quadratic)).sum()) / n  # = 0.5 d^2, or delta (|d| - 0.5 delta)
-    return loss, np.clip(diff, -delta, delta) / n  # derivative: d inside the zone, delta * sign(d) outside
 
 
 def huber(y_hat: np.ndarray, y: np.ndarray, delta: float = 1.0) -> tuple[float, np.ndarray]:
@@ -75,6 +93,7 @@ def huber(y_hat: np.ndarray, y: np.ndarray, delta: float = 1.0) -> tuple[float, 
         The loss and `dL/dy_hat: (n, n_out)`.
     """
     y_hat, y = _pair(y_hat, y)
+    _check_delta(delta)
     return _huber(y_hat - y, delta, y_hat.shape[0])
 
 
@@ -94,7 +113,7 @@ def td_loss(
     Args:
         q_values: online network output `(n, n_actions)`.
         actions: actions taken `(n,)`, integers in `[0, n_actions)`.
-        td_targets: `y = r + gamma * (1 - terminated) * Q_target(s', a')`, shape `(n,)`.
+        td_targets: `y = r + discount * Q_target(s', a')`, shape `(n,)`.
         kind: `"mse"` or `"huber"`.
         delta: the Huber threshold (ignored for `mse`).
 
@@ -117,13 +136,55 @@ def td_loss(
     check_finite("td_targets", td_targets)
     if kind not in TD_KINDS:
         raise ValueError(f"kind must be one of {TD_KINDS}, got {kind!r}")
+    if kind == "huber":
+        _check_delta(delta)
+    return td_loss_unchecked(q_values, actions, td_targets, kind, delta, TDBuffers(n, n_actions, q_values.dtype))
 
-    rows = np.arange(n)
-    td_error = q_values[rows, actions] - td_targets  # Q(s, a) - y, shape (n,)
+
+class TDBuffers:
+    """The work arrays of `td_loss_unchecked` for `B` rows and `A` actions; after a call they hold its figures.
+
+    Attributes:
+        q_taken: `(B,)` `Q(s_i, a_i)`.
+        td_error: `(B,)` `Q(s_i, a_i) - y_i`.
+        abs_error: `(B,)` `|Q(s_i, a_i) - y_i|`.
+        stats: `(2, B)`, the rows `q_taken` and `abs_error`: one reduction gives both metrics.
+        delta2: `(B, A)` `dL/dQ`, zero outside the taken actions.
+    """
+
+    def __init__(self, n: int, n_actions: int, dtype: np.dtype) -> None:
+        self.row_offsets = np.arange(n) * n_actions  # (B,) flat index of Q(s_i, 0) in a C-ordered (B, A) array
+        self.flat_index = np.empty(n, dtype=np.int64)  # (B,) flat index of Q(s_i, a_i)
+        self.stats = np.empty((2, n), dtype=dtype)
+        self.q_taken, self.abs_error = self.stats
+        self.td_error, self.quadratic, self.tmp, self.grad_taken = (np.empty(n, dtype=dtype) for _ in range(4))
+        self.delta2 = np.zeros((n, n_actions), dtype=dtype)
+
+
+def td_loss_unchecked(
+    q_values: np.ndarray, actions: np.ndarray, td_targets: np.ndarray, kind: str, delta: float, bufs: TDBuffers
+) -> tuple[float, np.ndarray]:
+    """`td_loss` without checks, writing into `bufs` (sized for `q_values`); the same math, line for line.
+
+    Args:
+        q_values: `(B, A)`; actions: `(B,)` integers in `[0, A)`; td_targets: `(B,)` in the dtype of `q_values`;
+            kind: `"mse"` or `"huber"`; delta: the Huber threshold. All trusted.
+        bufs: `TDBuffers(B, A, dtype)`.
+
+    Returns:
+        The loss and `delta2 = dL/dQ: (B, A)`, which is `bufs.delta2` (overwritten by the next call).
+    """
+    n = len(td_targets)
+    idx = np.add(bufs.row_offsets, actions, out=bufs.flat_index)
+    q_taken = q_values.take(idx, out=bufs.q_taken, mode="clip")  # Q(s_i, a_i); actions are trusted in range
+    td_error = np.subtract(q_taken, td_targets, out=bufs.td_error)  # Q(s, a) - y, shape (B,)
     if kind == "mse":
-        loss, grad_taken = float(np.dot(td_error, td_error)) / n, td_error * (2.0 / n)
+        loss = float(np.dot(td_error, td_error)) / n
+        grad_taken = np.multiply(td_error, 2.0 / n, out=bufs.grad_taken)
+        np.abs(td_error, out=bufs.abs_error)
     else:
-        loss, grad_taken = _huber(td_error, delta, n)
-    delta2 = np.zeros_like(q_values)
-    delta2[rows, actions] = grad_taken  # only the taken action's column receives gradient
+        loss, grad_taken = _huber(td_error, delta, n, bufs.abs_error, bufs.quadratic, bufs.tmp, bufs.grad_taken)
+    delta2 = bufs.delta2
+    delta2.fill(0)
+    delta2.ravel()[idx] = grad_taken  # only the taken action's column receives gradient
     return loss, delta2

@@ -8,6 +8,11 @@ For the default two layers (`sizes=(n_in, n_hidden, n_out)`) and a loss with gra
     dW1 = delta1.T @ x        db1 = sum(delta1)
 
 Deeper networks repeat the middle line once per hidden layer.
+
+Two routes run that same math. `forward` / `backward` check their inputs and return new arrays, as a user expects.
+`forward_unchecked` / `backward_unchecked` are for the network's owner on the training hot path: they trust their
+inputs, write every activation, mask and delta into buffers preallocated per batch size (`np.matmul(..., out=)`,
+in-place bias add and ReLU), and allocate nothing after the first call with a given batch size.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dqn_np._buffers import BufferCache
 from dqn_np._validate import as_2d
 from dqn_np.layers import Linear, ReLU
 
@@ -28,6 +34,31 @@ def _resolve_dtype(dtype: str | type | np.dtype) -> np.dtype:
     if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
+
+
+class _Activations:
+    """The arrays one forward and backward pass of `B` rows write, or all None for the allocating route.
+
+    Attributes:
+        z: per linear layer `(B, n_i)`: the pre-activations `z_i`; the last one is the output `y_hat`.
+        h: per hidden layer `(B, n_i)`: `h_i = relu(z_i)`.
+        grad_h: per hidden layer `(B, n_i)`: `dL/dh_i`, turned into `delta_i` in place.
+        mask: per hidden layer `(B, n_i)` bool: `z_i > 0`.
+        grad_x: `(B, n_in)`: `dL/dx`.
+    """
+
+    __slots__ = ("z", "h", "grad_h", "mask", "grad_x")
+
+    def __init__(self, sizes: tuple[int, ...], n: int | None, dtype: np.dtype) -> None:
+        def alloc(width: int, dt: np.dtype | type = dtype) -> np.ndarray | None:
+            return None if n is None else np.empty((n, width), dtype=dt)
+
+        hidden = sizes[1:-1]
+        self.z = [alloc(w) for w in sizes[1:]]
+        self.h = [alloc(w) for w in hidden]
+        self.grad_h = [alloc(w) for w in hidden]
+        self.mask = [alloc(w, bool) for w in hidden]
+        self.grad_x = alloc(sizes[0])
 
 
 class MLP:
@@ -88,6 +119,8 @@ class MLP:
         self.linears = [Linear(W, b, dW, db) for W, b, dW, db in
                         zip(views_p[::2], views_p[1::2], views_g[::2], views_g[1::2], strict=True)]
         self.relus = [ReLU() for _ in self.linears[:-1]]
+        self._unbuffered = _Activations(sizes, None, dtype)  # the allocating route: every out= is None
+        self._buffers = BufferCache(lambda n: _Activations(sizes, n, dtype))  # the unchecked route, per batch size
         self.params = {}
         self.grads = {}
         for i, layer in enumerate(self.linears, start=1):
@@ -110,18 +143,42 @@ class MLP:
         return self.sizes[-1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """`x: (batch, n_in)` -> `y_hat: (batch, n_out)`, caching each layer's input for `backward`."""
-        h = as_2d("x", x, self.n_in, self.dtype)
-        for linear, relu in zip(self.linears, self.relus, strict=False):  # one ReLU fewer: the output is linear
-            h = relu.forward(linear.forward(h))  # h_i = relu(z_i), z_i = h_{i-1} @ W_i.T + b_i
-        return self.linears[-1].forward(h)  # linear output: y_hat = h_L @ W_out.T + b_out
+        """`x: (B, n_in)` -> `y_hat: (B, n_out)`, a new array; caches each layer's input for `backward`.
+
+        Raises:
+            ValueError: `x` is not a finite `(B, n_in)` array.
+        """
+        return self._forward(as_2d("x", x, self.n_in, self.dtype), self._unbuffered)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Same as `forward`."""
         return self.forward(x)
 
+    def forward_unchecked(self, x: np.ndarray) -> np.ndarray:
+        """`forward` without checks, into this network's buffers for batch size `B`.
+
+        Args:
+            x: `(B, n_in)` in the network's dtype, trusted: neither its shape nor its finiteness is checked.
+
+        Returns:
+            `y_hat: (B, n_out)`, a view of a buffer that the next `forward_unchecked` with the same `B` overwrites.
+        """
+        return self._forward(x, self._buffers.get(x.shape[0]))
+
+    def _forward(self, x: np.ndarray, bufs: _Activations) -> np.ndarray:
+        h = x
+        hidden = zip(self.linears, self.relus, bufs.z, bufs.h, strict=False)  # one ReLU fewer: the output is linear
+        for linear, relu, z_out, h_out in hidden:
+            h = relu.forward(linear.forward(h, z_out), h_out)  # h_i = relu(z_i), z_i = h_{i-1} @ W_i.T + b_i
+        return self.linears[-1].forward(h, bufs.z[-1])  # linear output: y_hat = h_L @ W_out.T + b_out
+
     def backward(self, delta_out: np.ndarray) -> np.ndarray:
-        """Backpropagate `delta_out = dL/dy_hat: (batch, n_out)`; fill `grads`; return `dL/dx: (batch, n_in)`."""
+        """Backpropagate `delta_out = dL/dy_hat: (B, n_out)`; fill `grads`; return `dL/dx: (B, n_in)`, a new array.
+
+        Raises:
+            RuntimeError: no forward pass came first.
+            ValueError: `delta_out` does not have the shape of the last forward's output.
+        """
         x = self.linears[0]._x
         if x is None:
             raise RuntimeError("MLP.backward called before forward")
@@ -131,10 +188,27 @@ class MLP:
                 f"delta_out must have shape (batch, n_out) = {(x.shape[0], self.n_out)} to match the last forward, "
                 f"got {delta.shape}"
             )
-        for linear, relu in zip(reversed(self.linears[1:]), reversed(self.relus), strict=True):
-            grad_h = linear.backward(delta)  # dW2 = delta2.T @ h1, db2 = sum(delta2); returns delta2 @ W2
-            delta = relu.backward(grad_h)  # delta1 = (delta2 @ W2) * (z1 > 0)
-        return self.linears[0].backward(delta)  # dW1 = delta1.T @ x, db1 = sum(delta1); returns dL/dx
+        return self._backward(delta, self._unbuffered, input_grad=True)
+
+    def backward_unchecked(self, delta_out: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """`backward` without checks, reusing the buffers of the last forward's batch size `B`.
+
+        Args:
+            delta_out: `dL/dy_hat: (B, n_out)` in the network's dtype, for the last forward pass (trusted).
+            input_grad: also compute `dL/dx`; a learner whose input is data does not need it.
+
+        Returns:
+            `dL/dx: (B, n_in)` (a reused buffer) if `input_grad`, else None.
+        """
+        return self._backward(delta_out, self._buffers.get(delta_out.shape[0]), input_grad)
+
+    def _backward(self, delta: np.ndarray, bufs: _Activations, input_grad: bool) -> np.ndarray | None:
+        layers = zip(reversed(self.linears[1:]), reversed(self.relus), reversed(bufs.grad_h), reversed(bufs.mask),
+                     strict=True)
+        for linear, relu, grad_h_out, mask in layers:
+            grad_h = linear.backward(delta, grad_h_out)  # dW2 = delta2.T @ h1, db2 = sum(delta2); returns delta2 @ W2
+            delta = relu.backward(grad_h, grad_h, mask)  # delta1 = (delta2 @ W2) * (z1 > 0), in place
+        return self.linears[0].backward(delta, bufs.grad_x, input_grad)  # dW1 = delta1.T @ x, db1 = sum(delta1)
 
     def copy_from(self, other: MLP) -> None:
         """Hard update: copy every parameter of `other` (same sizes) into this network, in place."""

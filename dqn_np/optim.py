@@ -6,6 +6,9 @@ State is kept per parameter name (`"W1"`, `"b2"`, ...), so one optimizer serves 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 
 Params = dict[str, np.ndarray]
@@ -36,10 +39,27 @@ class _Optimizer:
         self.t = 0
         self.state: dict[str, Params] = {slot: {} for slot in self.slots}
         self._fused: tuple | None = None  # (param arrays, grad arrays, flat params, flat grads, flat slots, scratch)
+        self._fused_dicts: tuple[Params, Params] | None = None  # the dicts the fused layout was built from
 
     def step(self, params: Params, grads: Params) -> None:
         """Update every `params[name]` in place from `grads[name]`."""
         _check_grads(params, grads)
+        self._step(params, grads)
+
+    def step_unchecked(self, params: Params, grads: Params) -> None:
+        """`step` for an owner that always passes the same two dicts of fixed arrays (an `MLP`'s `params`, `grads`).
+
+        Given the very dicts of the last step, it skips the key check and the per-array layout check and runs the
+        fused update on the flat buffers directly; anything else takes `step`'s route.
+        """
+        dicts = self._fused_dicts
+        if self._fused is not None and dicts is not None and params is dicts[0] and grads is dicts[1]:
+            self.t += 1
+            self._update(*self._fused[2:])
+            return
+        self.step(params, grads)
+
+    def _step(self, params: Params, grads: Params) -> None:
         self.t += 1
         fused = self._fuse(params, grads)
         if fused is not None:
@@ -63,10 +83,11 @@ class _Optimizer:
         g_arrays = tuple(grads[name] for name in params)
         cached = self._fused
         if cached is not None and _same(cached[0], p_arrays) and _same(cached[1], g_arrays):
+            self._fused_dicts = (params, grads)
             return cached[2:]
         flat_p, flat_g = _tiled(p_arrays), _tiled(g_arrays)
         if flat_p is None or flat_g is None or flat_p.dtype != flat_g.dtype:
-            self._fused = None
+            self._fused = self._fused_dicts = None
             return None
         flat_slots = []
         for slot in self.slots:  # re-lay the state (zeros, or what was restored) as views of one buffer
@@ -77,6 +98,7 @@ class _Optimizer:
                 offset += p.size
             flat_slots.append(flat)
         self._fused = (p_arrays, g_arrays, flat_p, flat_g, flat_slots, np.empty_like(flat_p))
+        self._fused_dicts = (params, grads)
         return self._fused[2:]
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -102,7 +124,7 @@ class _Optimizer:
             arrays[slot][name] = np.array(value)
         self.t = int(state["t"])
         self.state = arrays
-        self._fused = None  # the next step re-lays the restored state
+        self._fused = self._fused_dicts = None  # the next step re-lays the restored state
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -182,7 +204,7 @@ class Adam(_Optimizer):
         m, v = slots
         b1, b2 = self.betas
         step_size = self.lr / (1.0 - b1**self.t)  # folds the first-moment bias correction into the step
-        sqrt_c2 = np.sqrt(1.0 - b2**self.t)  # sqrt(v / c2) = sqrt(v) / sqrt(c2)
+        sqrt_c2 = math.sqrt(1.0 - b2**self.t)  # sqrt(v / c2) = sqrt(v) / sqrt(c2); a Python float keeps float32 fast
         m *= b1
         np.multiply(g, 1.0 - b1, out=scratch)
         m += scratch  # m <- b1 m + (1 - b1) g
@@ -206,9 +228,23 @@ def clip_grad_norm(grads: Params, max_norm: float) -> float:
     """
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm!r}")
-    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    return clip_by_global_norm(tuple(grads.values()), max_norm)
+
+
+def clip_by_global_norm(arrays: Sequence[np.ndarray], max_norm: float) -> float:
+    """`clip_grad_norm` without checks, on a sequence of arrays: one array (a flat gradient buffer) costs one dot.
+
+    Scale: `g <- g * max_norm / (norm + 1e-6)` when `norm > max_norm`; `max_norm = inf` only measures.
+
+    Returns:
+        The global norm before clipping (NaN or inf if a gradient is not finite; nothing is scaled then).
+    """
+    squares = 0.0
+    for g in arrays:
+        squares += float(np.vdot(g, g))
+    norm = math.sqrt(squares)
     if norm > max_norm:
         scale = max_norm / (norm + 1e-6)
-        for g in grads.values():
+        for g in arrays:
             g *= scale
     return norm

@@ -1,14 +1,21 @@
-"""Microseconds per DQN training step: the dqn_np library against a minimal straight-line NumPy reference.
+"""Microseconds per DQN update: `DQNAgent.update` against a lean straight-line NumPy reference.
 
-One step = online forward on 64 states, target forward on the 64 next states, the TD target
-`y = r + gamma * (1 - terminated) * max_a Q_target(s', a)`, `td_loss` (mse), `MLP.backward`, `clip_grad_norm`
-(max norm 10) and `Adam.step`; the reference (`scripts/_reference_step.py`) does the same math with plain arrays.
-Both run on one BLAS thread and on the same fixed pool of pre-generated batches, so sampling cost is excluded.
-Before timing, each network size is checked: from the same initial weights, a few float64 steps of library and
-reference must give the same parameters (rtol 1e-10), or the script exits 1.
+One update, both sides: the Double DQN target `y = r + discount * Q'(s', argmax_a Q(s', a))` (target pass and
+online pass on s'), the online pass on s, the Huber TD loss (delta 1, the agent's default), backward, clipping by
+global norm 10, an Adam step, and a hard target copy every 128 updates. The library side is `DQNAgent.update` itself,
+its batch check, divergence checks and metrics dict included. The reference (`scripts/_reference_step.py`)
+preallocates every activation, writes with `out=`, and keeps parameters, gradients and Adam moments in flat buffers.
+Both run on one BLAS thread over the same fixed pool of pre-generated batches (sampling excluded), interleaved
+repeat by repeat (ABAB...), with the garbage collector off while timing. The µs figures are medians over the
+repeats; the ratio is the median of the per-repeat ratios (library repeat / the reference repeat right after it), which
+cancels most of the drift of a shared machine.
+
+Before timing, every network size is checked: from the same weights (target different from online), a few float64
+updates of library and reference, at batch 64 and then 128, must give the same parameters (rtol 1e-10), or the
+script exits 1.
 
 Usage:
-    PYTHONPATH=. python scripts/bench_update.py [--steps 2000] [--repeats 7] [--json PATH] [--quick]
+    PYTHONPATH=. python scripts/bench_update.py [--steps 300] [--repeats 15] [--json PATH] [--quick]
 """
 
 import os
@@ -27,84 +34,98 @@ from collections.abc import Callable  # noqa: E402
 import _reference_step as ref  # noqa: E402  (scripts/ is on sys.path when this file is run as a script)
 import numpy as np  # noqa: E402
 
-from dqn_np import MLP, Adam, clip_grad_norm, td_loss  # noqa: E402
+from agents.config import DQNConfig  # noqa: E402
+from agents.dqn import DQNAgent  # noqa: E402
+from agents.replay import Batch  # noqa: E402
 
-SIZES = ((4, 64, 2), (4, 128, 2), (4, 256, 2), (4, 256, 256, 2))
+SIZES = ((4, 64, 2), (4, 64, 64, 2), (4, 256, 256, 2))
 DTYPES = ("float32", "float64")
-BATCH = 64
+BATCHES = (64, 128)
 GAMMA = 0.99
 LR = 1e-3
 MAX_NORM = 10.0
-POOL_BATCHES = 64
-MATCH_STEPS = 5
+TARGET_UPDATE_INTERVAL = 128
+POOL_BATCHES = 32
+MATCH_STEPS = 4  # per batch size, with the target copied every MATCH_SYNC updates
+MATCH_SYNC = 3
+MATCH_MAX_NORM = 1.5  # the Huber gradient rarely reaches 10: a lower threshold makes the check clip some updates
 MATCH_RTOL = 1e-10
 
-Batch = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+def name_of(sizes: tuple[int, ...]) -> str:
+    return "-".join(map(str, sizes))
 
 
-def make_pool(sizes: tuple[int, ...], dtype: str, seed: int) -> list[Batch]:
-    """`POOL_BATCHES` batches `(states, actions, rewards, next_states, terminated)`, the same values for every dtype.
+def make_pool(sizes: tuple[int, ...], dtype: str, batch: int, seed: int) -> list[Batch]:
+    """`POOL_BATCHES` batches of B transitions, the same values for every dtype.
 
-    Rewards are drawn with a spread of 3 so that some early steps exceed the clipping norm (the clip path is timed
-    and checked, not just the no-op branch).
+    Rewards have a spread of 3, so early updates exceed the clipping norm and the TD errors fall on both sides of
+    Huber's delta; one transition in ten is terminal (discount 0), the others discount by gamma or gamma^3.
     """
     rng = np.random.default_rng(seed)
     n_in, n_actions = sizes[0], sizes[-1]
     pool = []
     for _ in range(POOL_BATCHES):
-        states = rng.standard_normal((BATCH, n_in)).astype(dtype)
-        actions = rng.integers(0, n_actions, size=BATCH)  # int64, as the replay buffer stores them
-        rewards = (3.0 * rng.standard_normal(BATCH)).astype(dtype)
-        next_states = rng.standard_normal((BATCH, n_in)).astype(dtype)
-        terminated = (rng.random(BATCH) < 0.1).astype(dtype)
-        pool.append((states, actions, rewards, next_states, terminated))
+        discounts = np.where(rng.random(batch) < 0.1, 0.0, GAMMA ** rng.choice([1, 3], size=batch))
+        pool.append(Batch(
+            obs=rng.standard_normal((batch, n_in)).astype(dtype),
+            actions=rng.integers(0, n_actions, size=batch),  # int64, as the replay buffer stores them
+            rewards=(3.0 * rng.standard_normal(batch)).astype(dtype),
+            next_obs=rng.standard_normal((batch, n_in)).astype(dtype),
+            discounts=discounts.astype(dtype),
+        ))
     return pool
 
 
-def library_step(online: MLP, target: MLP, adam: Adam, batch: Batch) -> float:
-    """One DQN update of `online` through the dqn_np API; returns the gradient norm before clipping."""
-    states, actions, rewards, next_states, terminated = batch
-    q_values = online.forward(states)
-    q_next = target.forward(next_states)
-    td_target = rewards + GAMMA * (1.0 - terminated) * q_next.max(axis=1)
-    _, delta2 = td_loss(q_values, actions, td_target, kind="mse")
-    online.backward(delta2)
-    norm = clip_grad_norm(online.grads, MAX_NORM)
-    adam.step(online.params, online.grads)
-    return norm
+def make_steppers(sizes: tuple[int, ...], dtype: str, batch: int, seed: int, max_norm: float = MAX_NORM,
+                  target_update_interval: int = TARGET_UPDATE_INTERVAL) -> tuple[Callable, Callable, DQNAgent, dict]:
+    """`(library, reference, agent, reference_state)`: two `step(batch)` functions starting from the same weights.
 
-
-def make_steppers(sizes: tuple[int, ...], dtype: str, seed: int) -> tuple[Callable, Callable, MLP, list[np.ndarray]]:
-    """Library and reference step functions `batch -> ...` starting from the same initial weights.
-
-    Returns:
-        `(library, reference, online_mlp, reference_params)`; the last two are updated in place by the steps.
+    The target network is perturbed away from the online one, so that Double DQN's choice of a' matters.
     """
-    online = MLP(sizes, rng=np.random.default_rng(seed), dtype=dtype)
-    target = MLP(sizes, rng=np.random.default_rng(seed + 1), dtype=dtype)
-    adam = Adam(lr=LR)
-    params = [p.copy() for p in online.params.values()]
-    target_params = [p.copy() for p in target.params.values()]
-    ref_adam = ref.init_adam(params)
+    config = DQNConfig(hidden_sizes=sizes[1:-1], dtype=dtype, learning_rate=LR, gamma=GAMMA, batch_size=batch,
+                       buffer_size=max(batch, 1000), learning_starts=batch, double_dqn=True, loss="huber",
+                       huber_delta=1.0, max_grad_norm=max_norm, optimizer="adam",
+                       target_update_interval=target_update_interval)
+    agent = DQNAgent(sizes[0], sizes[-1], config, np.random.default_rng(seed))
+    agent.target.flat_params += 0.05 * np.random.default_rng(seed + 1).standard_normal(agent.target.flat_params.size)
+    state = ref.init([p.copy() for p in agent.online.params.values()],
+                     [p.copy() for p in agent.target.params.values()], batch, lr=LR, max_norm=max_norm,
+                     huber_delta=1.0, target_update_interval=target_update_interval)
 
-    def library(batch: Batch) -> float:
-        return library_step(online, target, adam, batch)
+    def reference(b: Batch) -> float:
+        return ref.train_step(state, b)
 
-    def reference(batch: Batch) -> float:
-        return ref.train_step(params, target_params, ref_adam, batch, gamma=GAMMA, lr=LR, max_norm=MAX_NORM)
-
-    return library, reference, online, params
+    return agent.update, reference, agent, state
 
 
 def check_match(sizes: tuple[int, ...], seed: int) -> tuple[bool, float, int]:
-    """Run `MATCH_STEPS` float64 steps of both; returns (all params allclose, max relative diff, steps clipped)."""
-    library, reference, online, params = make_steppers(sizes, "float64", seed)
-    pool = make_pool(sizes, "float64", seed)
+    """`MATCH_STEPS` float64 updates at each batch size of both sides.
+
+    The library continues from batch 64 to batch 128 (its buffers per batch size); the reference, which is built for
+    one batch size, is rebuilt from its own current parameters, moments and step count.
+
+    Returns:
+        Whether online and target parameters agree within `MATCH_RTOL`, the largest relative difference, and how
+        many of the library's updates were clipped.
+    """
+    library, reference, agent, state = make_steppers(sizes, "float64", BATCHES[0], seed, MATCH_MAX_NORM, MATCH_SYNC)
     clipped = 0
-    for batch in pool[:MATCH_STEPS]:
-        clipped += library(batch) > MAX_NORM
-        reference(batch)
-    pairs = list(zip(online.params.values(), params, strict=True))
+    for i, batch in enumerate(BATCHES):
+        if i:
+            old, state = state, ref.init(state["params"], state["target"], batch, lr=LR, max_norm=MATCH_MAX_NORM,
+                                         target_update_interval=MATCH_SYNC)
+            for key in ("flat_m", "flat_v"):
+                state[key][...] = old[key]
+            state["t"] = old["t"]
+
+            def reference(b: Batch, state: dict = state) -> float:
+                return ref.train_step(state, b)
+
+        for b in make_pool(sizes, "float64", batch, seed)[:MATCH_STEPS]:
+            clipped += library(b)["grad_norm"] > MATCH_MAX_NORM
+            reference(b)
+    pairs = [(agent.online.flat_params, state["flat_p"]), (agent.target.flat_params, state["flat_tp"])]
     ok = all(np.allclose(a, b, rtol=MATCH_RTOL, atol=0.0) for a, b in pairs)
     max_rel = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))) for a, b in pairs)
     return ok, max_rel, clipped
@@ -125,31 +146,46 @@ def mean_step_seconds(step: Callable, pool: list[Batch], steps: int) -> float:
             gc.enable()
 
 
-def bench(sizes: tuple[int, ...], dtype: str, steps: int, repeats: int, warmup: int, seed: int) -> dict:
-    """Median over `repeats` of the mean µs per step, library and reference repeats interleaved (ABAB...)."""
-    library, reference, _, _ = make_steppers(sizes, dtype, seed)
-    pool = make_pool(sizes, dtype, seed)
+def bench(sizes: tuple[int, ...], dtype: str, batch: int, steps: int, repeats: int, seed: int) -> dict:
+    """Medians over `repeats` of the mean µs per update and of the paired ratios, the two sides interleaved (ABAB)."""
+    library, reference, _, _ = make_steppers(sizes, dtype, batch, seed)
+    pool = make_pool(sizes, dtype, batch, seed)
+    warmup = max(steps // 10, 5)
     mean_step_seconds(library, pool, warmup)
     mean_step_seconds(reference, pool, warmup)
     lib_us, ref_us = [], []
     for _ in range(repeats):
         lib_us.append(1e6 * mean_step_seconds(library, pool, steps))
         ref_us.append(1e6 * mean_step_seconds(reference, pool, steps))
-    lib, rf = statistics.median(lib_us), statistics.median(ref_us)
-    return {
-        "size": "-".join(map(str, sizes)),
-        "dtype": dtype,
-        "library_us": lib,
-        "reference_us": rf,
-        "ratio": lib / rf,
-        "library_us_repeats": lib_us,
-        "reference_us_repeats": ref_us,
-    }
+    ratio = statistics.median(a / b for a, b in zip(lib_us, ref_us, strict=True))
+    return {"size": name_of(sizes), "dtype": dtype, "batch": batch, "library_us": statistics.median(lib_us),
+            "reference_us": statistics.median(ref_us), "ratio": ratio, "library_us_repeats": lib_us,
+            "reference_us_repeats": ref_us}
 
 
-def thread_info() -> dict:
-    """The thread variables set above, numpy's BLAS, and threadpoolctl's view of it when that package is installed."""
-    info: dict = {var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+def estimate_seconds(steps: int, repeats: int, seed: int) -> float:
+    """Wall time of the whole run, from 5 library updates per configuration (both sides assumed equally fast)."""
+    total = 0.0
+    for sizes in SIZES:
+        for dtype in DTYPES:
+            for batch in BATCHES:
+                library, _, _, _ = make_steppers(sizes, dtype, batch, seed)
+                pool = make_pool(sizes, dtype, batch, seed)
+                mean_step_seconds(library, pool, 2)
+                per_step = mean_step_seconds(library, pool, 5)
+                total += 2 * per_step * (repeats * steps + max(steps // 10, 5)) + 0.01  # + building the pools
+    return total
+
+
+def machine_info() -> dict:
+    """CPU model, the thread variables set above, numpy's BLAS, and threadpoolctl's view when it is installed."""
+    info: dict = {"cpu": "unknown"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info.update({var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     info["numpy"] = np.__version__
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
@@ -167,53 +203,52 @@ def thread_info() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000, help="steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per implementation (median reported)")
+    parser.add_argument("--steps", type=int, default=300, help="updates per timed repeat")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats per side (the median is reported)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch pool")
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON line to PATH")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--quick", action="store_true", help="tiny run (20 steps, 2 repeats) for smoke tests")
     args = parser.parse_args(argv)
     steps, repeats = (20, 2) if args.quick else (args.steps, args.repeats)
     if steps < 1 or repeats < 1:
         parser.error(f"--steps and --repeats must be >= 1, got {steps} and {repeats}")
-    warmup = max(steps // 10, 5)
 
-    threads = thread_info()
-    print("threads:", ", ".join(f"{k}={v}" for k, v in threads.items()))
+    machine = machine_info()
+    print("machine:", ", ".join(f"{k}={v}" for k, v in machine.items()))
+    n_configs = len(SIZES) * len(DTYPES) * len(BATCHES)
+    print(f"{n_configs} configurations x {repeats} repeats x {steps} updates per side: "
+          f"about {estimate_seconds(steps, repeats, args.seed):.0f} s", flush=True)
 
     match = {}
     for sizes in SIZES:
         ok, max_rel, clipped = check_match(sizes, args.seed)
-        name = "-".join(map(str, sizes))
-        match[name] = ok
+        match[name_of(sizes)] = ok
         verdict = "match" if ok else "MISMATCH"
-        print(f"{name:<12} float64 {MATCH_STEPS} steps ({clipped} clipped): {verdict} (max rel diff {max_rel:.1e})")
+        print(f"{name_of(sizes):<12} float64, {MATCH_STEPS} updates at batch {BATCHES[0]} then {BATCHES[1]} "
+              f"({clipped} clipped at {MATCH_MAX_NORM}): {verdict} (max rel diff {max_rel:.1e})")
     if not all(match.values()):
-        print("library and reference disagree; timings would compare different steps", file=sys.stderr)
+        print("library and reference disagree; timings would compare different updates", file=sys.stderr)
         return 1
 
-    print(f"\nµs per step (batch {BATCH}; median of {repeats} repeats x {steps} steps, ABAB)")
-    print(f"{'size':<12} {'dtype':<8} {'library µs':>11} {'reference µs':>13} {'lib/ref':>8}")
+    print(f"\nµs per update: medians of {repeats} repeats x {steps} updates, library and reference interleaved; "
+          "lib/ref is the median of the paired ratios")
+    print(f"{'size':<12} {'dtype':<8} {'batch':>5} {'library µs':>11} {'reference µs':>13} {'lib/ref':>8}")
     results = []
     for sizes in SIZES:
         for dtype in DTYPES:
-            r = bench(sizes, dtype, steps, repeats, warmup, args.seed)
-            results.append(r)
-            print(f"{r['size']:<12} {dtype:<8} {r['library_us']:>11.1f} {r['reference_us']:>13.1f} {r['ratio']:>8.2f}")
+            for batch in BATCHES:
+                r = bench(sizes, dtype, batch, steps, repeats, args.seed)
+                results.append(r)
+                print(f"{r['size']:<12} {dtype:<8} {batch:>5} {r['library_us']:>11.1f} {r['reference_us']:>13.1f} "
+                      f"{r['ratio']:>8.2f}", flush=True)
+    worst = max(results, key=lambda r: r["ratio"])
+    print(f"worst ratio {worst['ratio']:.2f} ({worst['size']} {worst['dtype']} batch {worst['batch']})")
 
-    record = {
-        "steps": steps,
-        "repeats": repeats,
-        "batch": BATCH,
-        "threads": threads,
-        "match": match,
-        "results": results,
-    }
-    line = json.dumps(record)
-    print(line)
     if args.json:
+        record = {"steps": steps, "repeats": repeats, "machine": machine, "match": match, "results": results}
         with open(args.json, "w") as f:
-            f.write(line + "\n")
+            json.dump(record, f, indent=1)
+            f.write("\n")
     return 0
 
 

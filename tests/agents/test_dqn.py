@@ -9,7 +9,7 @@ import pytest
 from agents.config import DQNConfig
 from agents.dqn import DivergenceError, DQNAgent
 from agents.replay import Batch
-from dqn_np import SGD, Adam, td_loss
+from dqn_np import SGD, Adam, clip_grad_norm, td_loss
 from dqn_np.gradcheck import check_gradients
 
 OBS_DIM, N_ACTIONS, BATCH = 3, 3, 6
@@ -39,9 +39,13 @@ def make_agent(config: DQNConfig, seed: int = 0, obs_dim: int = OBS_DIM, n_actio
     return agent
 
 
+GAMMA = 0.9  # make_config's gamma: one-step discounts are gamma * (1 - terminated)
+
+
 def random_batch(seed: int, n: int = BATCH, obs_dim: int = OBS_DIM, n_actions: int = N_ACTIONS,
                  dtype=np.float64, reward_scale: float = 3.0) -> Batch:
-    """Random transitions with both terminated values and TD errors on both sides of Huber's delta = 1."""
+    """Random one-step transitions, every other one terminal (discount 0), with TD errors on both sides of Huber's
+    delta = 1."""
     rng = np.random.default_rng(seed)
     terminated = np.zeros(n, dtype=dtype)
     terminated[::2] = 1.0
@@ -50,7 +54,7 @@ def random_batch(seed: int, n: int = BATCH, obs_dim: int = OBS_DIM, n_actions: i
         actions=rng.integers(0, n_actions, size=n),
         rewards=(reward_scale * rng.standard_normal(n)).astype(dtype),
         next_obs=rng.standard_normal((n, obs_dim)).astype(dtype),
-        terminated=terminated,
+        discounts=(GAMMA * (1.0 - terminated)).astype(dtype),
     )
 
 
@@ -137,6 +141,101 @@ def test_update_clips_the_checked_gradient_to_max_grad_norm(optimizer):
         np.testing.assert_allclose(p, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
+# --- the unchecked update against the validated route and against the equations written out ----------------------
+
+
+def validated_update(agent: DQNAgent, batch: Batch) -> None:
+    """One update through the public, checked, allocating calls only: the route `update` must reproduce."""
+    cfg = agent.config
+    q_next_target = agent.target.forward(batch.next_obs)
+    q_next_select = agent.online.forward(batch.next_obs) if cfg.double_dqn else q_next_target
+    rows = np.arange(len(batch.actions))
+    y = batch.rewards + batch.discounts * q_next_target[rows, q_next_select.argmax(axis=1)]
+    _, delta2 = td_loss(agent.online.forward(batch.obs), batch.actions, y, kind=cfg.loss, delta=cfg.huber_delta)
+    agent.online.backward(delta2)
+    if cfg.max_grad_norm:
+        clip_grad_norm(agent.online.grads, cfg.max_grad_norm)
+    agent.optimizer.step(agent.online.params, agent.online.grads)
+    agent.n_updates += 1
+    if agent.n_updates % cfg.target_update_interval == 0:
+        agent.sync_target()
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.5])
+@pytest.mark.parametrize("double_dqn", [True, False])
+def test_update_equals_the_validated_route_across_batch_sizes(double_dqn, max_grad_norm):
+    cfg = make_config(double_dqn=double_dqn, max_grad_norm=max_grad_norm, target_update_interval=2)
+    fast, checked = make_agent(cfg, seed=30), make_agent(cfg, seed=30)
+    for step, n in enumerate([6, 11, 6, 1, 11, 6]):  # sizes come back: the per-size buffers are reused
+        batch = random_batch(seed=31 + step, n=n)
+        fast.update(batch)
+        validated_update(checked, batch)
+        for net in ("online", "target"):
+            got, want = getattr(fast, net).flat_params, getattr(checked, net).flat_params
+            if max_grad_norm:  # the clip's norm is one dot over the flat buffer vs a sum of per-parameter dots
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=f"{net} step {step}")
+            else:  # otherwise the same NumPy calls in the same order: bit-identical
+                np.testing.assert_array_equal(got, want, err_msg=f"{net} step {step}")
+    assert not np.array_equal(fast.online.flat_params, make_agent(cfg, seed=30).online.flat_params)
+
+
+def test_double_dqn_update_with_discounts_matches_the_equations_by_hand():
+    """1 hidden layer, SGD (so the step is lr times the clipped gradient), Huber, Double DQN, discounts 0, gamma and
+    gamma^3: the target, the four backprop equations, the clip and the step written out in float64."""
+    lr, max_norm, n = 0.1, 0.3, 10
+    cfg = make_config(hidden_sizes=(8,), optimizer="sgd", learning_rate=lr, loss="huber", double_dqn=True,
+                      max_grad_norm=max_norm, batch_size=n, learning_starts=n)
+    agent = make_agent(cfg, seed=40)
+    agent.target.flat_params += np.random.default_rng(42).normal(scale=0.5, size=agent.target.flat_params.size)
+    batch = random_batch(seed=41, n=n)._replace(discounts=np.array([0.0, 0.9, 0.729, 0.0, 0.9] * 2))
+    p = copy_params(agent.online.params)
+    t = copy_params(agent.target.params)
+    rows, obs, a = np.arange(n), batch.obs, batch.actions
+
+    def net(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        z1 = x @ params["W1"].T + params["b1"]
+        h1 = np.maximum(z1, 0.0)
+        return z1, h1, h1 @ params["W2"].T + params["b2"]
+
+    a_next = net(p, batch.next_obs)[2].argmax(axis=1)  # the online net picks a'
+    assert (a_next != net(t, batch.next_obs)[2].argmax(axis=1)).any()  # ... which the target would not always pick
+    y = batch.rewards + batch.discounts * net(t, batch.next_obs)[2][rows, a_next]  # ... and the target evaluates it
+    z1, h1, q = net(p, obs)
+    err = q[rows, a] - y
+    assert (np.abs(err) < 1).any() and (np.abs(err) > 1).any()  # both Huber zones
+    delta2 = np.zeros_like(q)
+    delta2[rows, a] = np.clip(err, -1.0, 1.0) / n
+    grads = {"W2": delta2.T @ h1, "b2": delta2.sum(axis=0)}
+    delta1 = (delta2 @ p["W2"]) * (z1 > 0)
+    grads.update(W1=delta1.T @ obs, b1=delta1.sum(axis=0))
+    norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    assert norm > max_norm  # clipping is active
+    expected = {k: p[k] - lr * (max_norm / (norm + 1e-6)) * grads[k] for k in p}
+
+    metrics = agent.update(batch)
+
+    for k in p:
+        np.testing.assert_allclose(agent.online.params[k], expected[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    abs_err = np.abs(err)
+    quad = np.minimum(abs_err, 1.0)
+    assert metrics["loss"] == pytest.approx(float((quad * (abs_err - 0.5 * quad)).sum()) / n, rel=1e-12)
+    assert metrics["grad_norm"] == pytest.approx(norm, rel=1e-12)
+    assert metrics["td_abs"] == pytest.approx(abs_err.mean(), rel=1e-12)
+    assert metrics["q_mean"] == pytest.approx(q[rows, a].mean(), rel=1e-12)
+
+
+def test_update_rejects_a_batch_of_the_wrong_shape_and_changes_nothing():
+    agent = make_agent(make_config(), seed=42)
+    batch = random_batch(seed=43)
+    before = agent.online.flat_params.copy()
+    for bad in (batch._replace(obs=batch.obs[:, :2]), batch._replace(discounts=batch.discounts[:-1]),
+                batch._replace(next_obs=batch.next_obs[:-1]), batch._replace(actions=batch.actions.astype(float))):
+        with pytest.raises(ValueError, match="batch"):
+            agent.update(bad)
+    np.testing.assert_array_equal(agent.online.flat_params, before)
+    assert agent.n_updates == 0
+
+
 # --- TD targets ------------------------------------------------------------------------------------------
 
 
@@ -166,7 +265,7 @@ def test_td_targets_by_hand(double_dqn, bootstrap_value):
     np.testing.assert_array_equal(agent.online.forward(next_obs)[0], [2.0, 1.0])
     np.testing.assert_array_equal(agent.target.forward(next_obs)[0], [3.0, 10.0])
     batch = Batch(obs=np.zeros((3, 2)), actions=np.array([0, 1, 0]), rewards=np.array([0.5, -1.25, 2.0]),
-                  next_obs=next_obs, terminated=np.array([0.0, 1.0, 0.0]))  # row 2: a truncation, terminated=0
+                  next_obs=next_obs, discounts=0.9 * (1.0 - np.array([0.0, 1.0, 0.0])))  # row 2: a truncation
 
     y = agent.td_targets(batch)
 
@@ -181,7 +280,8 @@ def test_td_targets_use_the_target_network_and_not_the_online_one():
     agent = make_agent(make_config(double_dqn=False), seed=5)
     batch = random_batch(seed=6)
     q_next = agent.target.forward(batch.next_obs)
-    expected = batch.rewards + 0.9 * (1 - batch.terminated) * q_next.max(axis=1)
+    expected = batch.rewards + batch.discounts * q_next.max(axis=1)
+    assert (batch.discounts == 0).any() and (batch.discounts == GAMMA).any()
     np.testing.assert_allclose(agent.td_targets(batch), expected, rtol=1e-14)
     online = agent.online.forward(batch.next_obs).max(axis=1)
     assert not np.allclose(online, q_next.max(axis=1))  # the check above could tell the two apart
@@ -242,6 +342,55 @@ def test_act_epsilon_one_is_uniform(n_actions, lo, hi):
     assert ((freq > lo) & (freq < hi)).all(), freq
 
 
+def test_act_on_one_observation_keeps_its_random_stream():
+    agent = make_agent(make_config(), seed=50)
+    twin = np.random.default_rng(0)
+    twin.bit_generator.state = agent.rng.bit_generator.state
+    obs = np.random.default_rng(51).standard_normal((100, OBS_DIM))
+    for o in obs:
+        action = agent.act(o, epsilon=0.3)
+        greedy = int(np.argmax(agent.q_values(o)))
+        assert action == (int(twin.integers(N_ACTIONS)) if twin.random() < 0.3 else greedy)
+        assert type(action) is int
+    assert agent.rng.bit_generator.state == twin.bit_generator.state
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("n_envs", [1, 16])
+def test_act_on_e_observations_draws_e_uniforms_then_k_integers(epsilon, n_envs):
+    agent = make_agent(make_config(), seed=52)
+    twin = np.random.default_rng(0)
+    twin.bit_generator.state = agent.rng.bit_generator.state
+    data = np.random.default_rng(53)
+    for _ in range(5):
+        obs = data.standard_normal((n_envs, OBS_DIM))
+        actions = agent.act(obs, epsilon)
+        explore = twin.random(n_envs) < epsilon  # exactly one uniform per environment ...
+        expected = agent.q_values(obs).argmax(axis=1)  # ... greedy where it does not explore ...
+        expected[explore] = twin.integers(N_ACTIONS, size=int(explore.sum()))  # ... k integers where it does
+        assert actions.shape == (n_envs,) and actions.dtype == np.int64
+        np.testing.assert_array_equal(actions, expected)
+        assert agent.rng.bit_generator.state == twin.bit_generator.state
+
+
+def test_act_greedy_on_e_observations_is_the_argmax_of_one_forward_pass():
+    agent = make_agent(make_config(), seed=54)
+    obs = np.random.default_rng(55).standard_normal((64, OBS_DIM))
+    agent.update(random_batch(seed=56))  # the training buffers (B = 6) and acting buffers (E = 64) coexist
+    actions = agent.act(obs, epsilon=0.0)
+    np.testing.assert_array_equal(actions, agent.q_values(obs).argmax(axis=1))
+    assert len(set(actions.tolist())) > 1
+    np.testing.assert_array_equal(agent.act(obs[:5], epsilon=0.0), actions[:5])  # another E, then back
+    np.testing.assert_array_equal(agent.act(obs, epsilon=0.0), actions)
+
+
+@pytest.mark.parametrize("obs", [np.zeros(OBS_DIM + 1), np.zeros((2, OBS_DIM - 1)), np.zeros((1, 2, OBS_DIM)),
+                                 np.array([0.0, np.nan, 0.0]), np.array([[0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]])])
+def test_act_rejects_observations_of_the_wrong_shape_or_not_finite(obs):
+    with pytest.raises(ValueError, match="obs must"):
+        make_agent(make_config(), seed=57).act(obs, epsilon=0.0)
+
+
 def test_act_is_reproducible_with_the_same_seed():
     obs = np.random.default_rng(14).standard_normal((300, OBS_DIM))
 
@@ -275,6 +424,19 @@ def test_nan_parameter_raises_and_changes_nothing(net, param):
     assert_arrays_equal(agent.online.params, online)  # assert_array_equal treats NaN == NaN
     assert_arrays_equal(agent.target.params, target)
     assert_arrays_equal(agent.optimizer.state_dict(), optim)
+
+
+def test_nan_q_value_of_an_action_not_taken_raises_and_changes_nothing():
+    # Neither the loss nor the gradient sees the NaN (the output bias of action 0, which the batch never takes):
+    # only the check on Q itself can.
+    agent = make_agent(make_config(), seed=58)
+    batch = random_batch(seed=59)._replace(actions=np.array([1, 2, 1, 2, 1, 2]))
+    agent.online.params["b3"][0] = np.nan
+    before = agent.online.flat_params.copy()
+    with pytest.raises(DivergenceError, match="non-finite Q-value"):
+        agent.update(batch)
+    np.testing.assert_array_equal(agent.online.flat_params, before)
+    assert agent.n_updates == 0 and agent.optimizer.t == 0
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])

@@ -104,7 +104,7 @@ def test_checker_fails_exactly_the_parameter_whose_gradient_is_wrong(bug, broken
 
 def test_checker_fails_when_backward_forgets_the_relu_mask(monkeypatch):
     mlp, x, loss = checked_net(np.random.default_rng(0))
-    monkeypatch.setattr(ReLU, "backward", lambda self, grad_out: grad_out)  # pretend ReLU' = 1 everywhere
+    monkeypatch.setattr(ReLU, "backward", lambda self, grad_out, *_: grad_out)  # pretend ReLU' = 1 everywhere
     reports = check_gradients(lambda: loss(mlp.forward(x))[0], mlp.params, grads_after_backward(mlp, x, loss))
     failed = {r.name for r in reports if not r.passed}
     assert failed == {"W1", "b1", "W2", "b2"}  # every layer below a ReLU; the output layer is still right

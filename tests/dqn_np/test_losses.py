@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dqn_np.gradcheck import bind_losses, check_gradients
-from dqn_np.losses import huber, mae, mse, td_loss
+from dqn_np.losses import TDBuffers, huber, mae, mse, td_loss, td_loss_unchecked
 
 TOL = 1e-6
 N_OUT = 3
@@ -183,3 +183,18 @@ def test_td_loss_rejects_bad_input_naming_the_argument(actions, td_targets, kwar
 def test_td_loss_rejects_bad_q_values(q_values, match):
     with pytest.raises(ValueError, match=match):
         td_loss(q_values, np.array([0, 1, 1]), np.zeros(3))
+
+
+@pytest.mark.parametrize("kind", ["mse", "huber"])
+def test_td_loss_unchecked_reuses_its_buffers_and_equals_td_loss_exactly(kind):
+    bufs = TDBuffers(7, N_OUT, np.dtype(np.float64))
+    for seed in range(3):  # later calls take other actions: the columns of earlier calls must be zeroed again
+        q, _, actions, td_targets = data(7, seed=seed)
+        loss, delta2 = td_loss(q, actions, td_targets, kind=kind, delta=1.0)
+        fast_loss, fast_delta2 = td_loss_unchecked(q, actions, td_targets, kind, 1.0, bufs)
+        assert fast_delta2 is bufs.delta2
+        assert fast_loss == loss
+        np.testing.assert_array_equal(fast_delta2, delta2)
+        np.testing.assert_array_equal(bufs.q_taken, q[np.arange(7), actions])
+        np.testing.assert_array_equal(bufs.abs_error, np.abs(q[np.arange(7), actions] - td_targets))
+    assert np.count_nonzero(bufs.delta2) == 7

@@ -291,3 +291,93 @@ def test_float32_and_float64_networks_agree():
     y32 = MLP((3, 8, 2), rng=np.random.default_rng(0), dtype="float32").forward(x)
     y64 = MLP((3, 8, 2), rng=np.random.default_rng(0), dtype="float64").forward(x)
     np.testing.assert_allclose(y32, y64, rtol=1e-5, atol=1e-6)
+
+
+# --- the unchecked route: same math into preallocated buffers -----------------------------------------------------
+
+
+def validated_pass(mlp: MLP, x: np.ndarray, delta_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(y_hat, dL/dx, flat grads)` through the checked, allocating route."""
+    y_hat = mlp.forward(x)
+    grad_x = mlp.backward(delta_out)
+    return y_hat, grad_x, mlp.flat_grads.copy()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_unchecked_route_is_bit_identical_to_the_validated_one_across_updates_and_batch_sizes(depth):
+    # Exactly equal, not merely close: both routes make the same NumPy calls in the same order; only out= differs.
+    rng = np.random.default_rng(depth)
+    mlp = checkable_mlp(depth, rng)
+    for step, n in enumerate([7, 64, 1, 7, 64, 1]):  # every size comes back after another: its buffers are reused
+        x = rng.standard_normal((n, N_IN))
+        delta_out = rng.standard_normal((n, N_OUT))
+        y_hat, grad_x, grads = validated_pass(mlp, x, delta_out)
+        mlp.flat_grads[...] = np.nan  # the unchecked backward must overwrite every gradient
+        y_fast = mlp.forward_unchecked(x)
+        np.testing.assert_array_equal(y_fast, y_hat, err_msg=f"step {step}")
+        np.testing.assert_array_equal(mlp.backward_unchecked(delta_out, input_grad=True), grad_x)
+        np.testing.assert_array_equal(mlp.flat_grads, grads, err_msg=f"step {step}")
+        assert mlp.backward_unchecked(delta_out) is None  # no dL/dx unless asked; the same gradients again
+        np.testing.assert_array_equal(mlp.flat_grads, grads)
+        mlp.flat_params -= 0.1 * mlp.flat_grads  # a gradient step, so later rounds run on other weights
+    assert len(mlp._buffers) == 3
+
+
+def test_unchecked_buffers_of_one_batch_size_do_not_corrupt_another_or_another_network():
+    rng = np.random.default_rng(0)
+    online = checkable_mlp(2, rng)
+    target = online.clone()
+    target.flat_params += 0.1
+    xa, xb, xt = rng.standard_normal((7, N_IN)), rng.standard_normal((64, N_IN)), rng.standard_normal((64, N_IN))
+    delta_b = rng.standard_normal((64, N_OUT))
+    y_a = online.forward_unchecked(xa)
+    y_b = online.forward_unchecked(xb)
+    y_t = target.forward_unchecked(xt)  # same batch size, another network: its own buffers
+    online.backward_unchecked(delta_b)  # backward of the last forward (batch B), after A's and the target's
+    fast_grads = online.flat_grads.copy()
+
+    np.testing.assert_array_equal(y_a, online.forward(xa))
+    np.testing.assert_array_equal(y_b, online.forward(xb))
+    np.testing.assert_array_equal(y_t, target.forward(xt))
+    online.forward(xb)
+    online.backward(delta_b)
+    np.testing.assert_array_equal(fast_grads, online.flat_grads)
+    assert not np.shares_memory(y_b, y_t) and not np.shares_memory(y_a, y_b)
+
+
+def test_unchecked_forward_returns_the_same_buffer_and_the_cache_stays_bounded():
+    mlp = MLP((3, 8, 2), rng=np.random.default_rng(0))
+    x = np.ones((5, 3))
+    assert mlp.forward_unchecked(x) is mlp.forward_unchecked(2 * x)  # no new output array per call
+    assert mlp.forward(x) is not mlp.forward(x)  # the checked route returns arrays the caller may keep
+    for n in range(1, 20):
+        y = mlp.forward_unchecked(np.full((n, 3), 0.5))
+        np.testing.assert_array_equal(y, mlp.forward(np.full((n, 3), 0.5)))
+    assert len(mlp._buffers) == 4  # the oldest sizes were dropped
+
+
+def traced_peak(fn, repeats: int = 3) -> int:
+    """Peak bytes traced (NumPy reports its array data to tracemalloc) over `repeats` calls of `fn`."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        for _ in range(repeats):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_unchecked_forward_and_backward_allocate_no_arrays_after_the_first_call():
+    mlp = MLP((4, 256, 256, 2), rng=np.random.default_rng(0), dtype="float64")
+    x, delta_out = np.ones((128, 4)), np.ones((128, 2))
+    activation = 128 * 256 * 8  # bytes of one (128, 256) float64 activation
+    mlp.forward_unchecked(x)
+    mlp.backward_unchecked(delta_out)  # the first call with this batch size allocates the buffers
+    # What remains is NumPy's own iterator buffer (at most 8192 elements) for the broadcast bias add `z += b` and the
+    # bool -> float cast of `delta * mask`: a quarter of one activation here, whatever the batch size.
+    assert traced_peak(lambda: mlp.forward_unchecked(x)) < activation // 3
+    assert traced_peak(lambda: mlp.backward_unchecked(delta_out)) < activation // 3
+    assert traced_peak(lambda: mlp.forward(x)) > 2 * activation  # the checked route allocates z, h and y_hat
+    assert traced_peak(lambda: mlp.backward(delta_out)) > 2 * activation

@@ -9,7 +9,7 @@ import pytest
 
 from dqn_np.losses import mse
 from dqn_np.mlp import MLP
-from dqn_np.optim import SGD, Adam, clip_grad_norm
+from dqn_np.optim import SGD, Adam, clip_by_global_norm, clip_grad_norm
 
 N_STEPS = 4
 
@@ -213,3 +213,53 @@ def test_fused_flat_path_equals_per_parameter_path(make_opt, dtype):
     assert fs.keys() == ls.keys()
     for k in fs:
         assert np.array_equal(fs[k], ls[k]), k
+
+
+@pytest.mark.parametrize("make_opt", [lambda: Adam(lr=1e-2), lambda: SGD(lr=1e-2, momentum=0.9)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_step_unchecked_equals_step_and_falls_back_for_other_dicts(make_opt, dtype):
+    rng = np.random.default_rng(3)
+    net = MLP((3, 5, 2), rng=rng, dtype=dtype)
+    twin = net.clone()
+    loose = {k: v.copy() for k, v in net.params.items()}
+    fast, checked = make_opt(), make_opt()
+    for step in range(5):
+        g = rng.normal(size=net.flat_grads.size).astype(dtype)
+        np.copyto(net.flat_grads, g)
+        np.copyto(twin.flat_grads, g)
+        fast.step_unchecked(net.params, net.grads)
+        checked.step(twin.params, twin.grads)
+        if step == 1:  # after a restore the layout is rebuilt by the first step, unchecked or not
+            restored = make_opt()
+            restored.load_state_dict(fast.state_dict())
+            fast = restored
+        np.testing.assert_array_equal(net.flat_params, twin.flat_params, err_msg=f"step {step}")
+    assert fast.t == checked.t == 5
+    before = net.flat_params.copy()
+    grads = {k: np.ones_like(v) for k, v in loose.items()}
+    fast.step_unchecked(loose, grads)  # other dicts: the checked route, which updates them and not the net
+    np.testing.assert_array_equal(net.flat_params, before)
+    assert not np.array_equal(loose["W1"], net.params["W1"])
+
+
+def test_clip_by_global_norm_on_a_flat_buffer_matches_the_per_parameter_clip():
+    rng = np.random.default_rng(0)
+    net = MLP((3, 5, 2), rng=rng)
+    net.flat_grads[...] = rng.normal(size=net.flat_grads.size)
+    per_param = {k: g.copy() for k, g in net.grads.items()}
+    norm_dict = clip_grad_norm(per_param, max_norm=1.0)
+    norm_flat = clip_by_global_norm((net.flat_grads,), 1.0)
+    # Within 1e-12, not equal: one dot product over the buffer sums in another order than per-parameter dots.
+    assert norm_flat == pytest.approx(norm_dict, rel=1e-12) and norm_flat > 1.0
+    for k, g in net.grads.items():
+        np.testing.assert_allclose(g, per_param[k], rtol=1e-12, atol=0)
+    assert np.sqrt(np.dot(net.flat_grads, net.flat_grads)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_clip_by_global_norm_with_inf_only_measures_and_a_nan_gradient_is_not_scaled():
+    g = np.array([3.0, 4.0])
+    assert clip_by_global_norm((g,), np.inf) == 5.0
+    np.testing.assert_array_equal(g, [3.0, 4.0])
+    g = np.array([3.0, np.nan, 40.0])
+    assert np.isnan(clip_by_global_norm((g,), 1.0))
+    np.testing.assert_array_equal(g, [3.0, np.nan, 40.0])
