@@ -25,7 +25,7 @@ from agents.dqn import DQNAgent
 from agents.replay import Batch, ReplayBuffer
 from dqn_np import MLP, td_loss
 from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, format_report
-from envs import GymEnv, make_env
+from envs import VecEnv
 
 ENV_ID = "CartPole-v1"
 WARMUP_UPDATES = 100  # Adam steps before the check: weights and biases as training leaves them
@@ -33,17 +33,18 @@ TARGET_NOISE = 0.05  # std of the seeded noise added to the target network's par
 KINK_ZONE = 10 * DEFAULT_EPS  # a pre-activation this close to 0 can be pushed across the ReLU kink by eps
 
 
-def collect(env: GymEnv, n: int, rng: np.random.Generator, replay: ReplayBuffer, seed: int) -> tuple[int, int]:
+def collect(env: VecEnv, n: int, rng: np.random.Generator, replay: ReplayBuffer, gamma: float) -> tuple[int, int]:
     """Add `n` transitions of a uniform random policy to `replay`; returns (episodes finished, of which terminated)."""
-    obs, episodes, terminated = env.reset(seed), 0, 0
+    env.reset()
+    episodes, terminated = 0, 0
     for _ in range(n):
-        action = int(rng.integers(env.n_actions))
+        obs, action = env.obs[0], rng.integers(env.n_actions, size=1)
         step = env.step(action)
-        replay.add(obs, action, step.reward, step.next_obs, step.terminated)  # terminated only, never truncated
-        obs = step.next_obs
-        if step.terminated or step.truncated:
-            episodes, terminated = episodes + 1, terminated + step.terminated
-            obs = env.reset(None)  # the first reset's seed continues the environment's stream
+        # one-step discount: gamma, or 0 where the episode terminated (a truncated one still bootstraps)
+        discount = 0.0 if step.terminated[0] else gamma
+        replay.add(obs, int(action[0]), float(step.reward[0]), step.next_obs[0], discount)
+        if step.terminated[0] or step.truncated[0]:  # the env has already started the next episode
+            episodes, terminated = episodes + 1, terminated + int(step.terminated[0])
     return episodes, terminated
 
 
@@ -83,13 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    policy_seq, replay_seq, agent_seq, noise_seq, check_seq = np.random.SeedSequence(args.seed).spawn(5)
-    env = GymEnv(make_env(ENV_ID, seed=args.seed))
+    policy_seq, replay_seq, agent_seq, noise_seq, check_seq, env_seq = np.random.SeedSequence(args.seed).spawn(6)
+    env = VecEnv(ENV_ID, 1, np.random.default_rng(env_seq))
     config = DQNConfig(hidden_sizes=tuple(args.hidden), dtype="float64", batch_size=args.batch, loss=args.loss,
                        double_dqn=args.double_dqn, buffer_size=max(args.transitions, args.batch),
                        learning_starts=args.batch)
     replay = ReplayBuffer(config.buffer_size, env.obs_dim, np.random.default_rng(replay_seq), "float64")
-    episodes, terminated = collect(env, args.transitions, np.random.default_rng(policy_seq), replay, args.seed)
+    episodes, terminated = collect(env, args.transitions, np.random.default_rng(policy_seq), replay, config.gamma)
     env.close()
 
     agent = DQNAgent(env.obs_dim, env.n_actions, config, np.random.default_rng(agent_seq))
