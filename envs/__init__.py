@@ -12,7 +12,7 @@ from envs.diagnostic import (
     TwoArmedBanditEnv,
     register_diagnostics,
 )
-from envs.make import EnvError, GymEnv, Step, check_spaces, make_env, reset_env, reward_threshold, step_env
+from envs.make import EnvError, Step, check_spaces, make_env, reset_env, reward_threshold, step_env
 from envs.vector import VecEnv, VecStep
 
 register_diagnostics()
@@ -22,7 +22,6 @@ __all__ = [
     "ChainEnv",
     "ConstantRewardEnv",
     "EnvError",
-    "GymEnv",
     "Step",
     "TruncationAsTermination",
     "TwoArmedBanditEnv",

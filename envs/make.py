@@ -1,8 +1,8 @@
 """Creating, checking, resetting and stepping Gymnasium environments.
 
-This module is the only place that knows Gymnasium's reset/step tuples and its space classes. The training loop sees
-a 1-D observation `obs: (obs_dim,)`, an integer action in `range(n_actions)`, and a `Step` with separate
-`terminated` and `truncated` flags.
+This module and `envs.vector` are the only places that know Gymnasium's reset/step tuples and its space classes.
+The training loop steps E envs at once through `envs.VecEnv`; `reset_env`/`step_env` are the single-env view, a
+1-D observation `obs: (obs_dim,)`, an integer action and a `Step` with separate `terminated` and `truncated` flags.
 """
 
 from typing import NamedTuple
@@ -152,36 +152,3 @@ def step_env(env: gym.Env, action: int) -> Step:
     check_action(env.action_space, action)
     next_obs, reward, terminated, truncated, _info = env.step(action)
     return Step(np.asarray(next_obs), float(reward), bool(terminated), bool(truncated))
-
-
-class GymEnv:
-    """A Gymnasium environment seen through the small interface the training loop uses (`agents.train.Env`).
-
-    Args:
-        env: an environment from `make_env` (spaces already checked).
-
-    Attributes:
-        env: the wrapped Gymnasium environment.
-        name: its registered id (or class name).
-        obs_dim: observation length.
-        n_actions: number of discrete actions.
-        reward_threshold: the return at which it counts as solved, or None.
-    """
-
-    def __init__(self, env: gym.Env) -> None:
-        self.env = env
-        self.name = _env_name(env)
-        self.obs_dim, self.n_actions = check_spaces(env)
-        self.reward_threshold = reward_threshold(env)
-
-    def reset(self, seed: int | None) -> np.ndarray:
-        """First observation `(obs_dim,)` of a new episode (see `reset_env`)."""
-        return reset_env(self.env, seed)
-
-    def step(self, action: int) -> Step:
-        """One transition (see `step_env`): the true final observation when the episode ends."""
-        return step_env(self.env, action)
-
-    def close(self) -> None:
-        """Release the environment's resources."""
-        self.env.close()
