@@ -159,7 +159,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if version < 1:
         raise CheckpointError(f"{path}: invalid format version {version}")
     try:
-        config = DQNConfig.from_json(str(arrays.pop("config")))
+        config_json = str(arrays.pop("config"))
+        if version == 1:  # dqn-np 0.1 stepped one env with one-step targets; today's defaults would misread it
+            config_json = json.dumps({"n_step": 1, "n_envs": 1, **json.loads(config_json)})
+        config = DQNConfig.from_json(config_json)
         meta = json.loads(str(arrays.pop("meta")))
         obs_dim, n_actions = int(meta["obs_dim"]), int(meta["n_actions"])
     except (KeyError, ValueError, TypeError) as e:

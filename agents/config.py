@@ -36,9 +36,9 @@ class DQNConfig:
     """SGD momentum in [0, 1); ignored by adam."""
     gamma: float = 0.99
     """Discount factor in [0, 1]."""
-    n_step: int = 1
+    n_step: int = 3
     """Steps per return: y = r_t + ... + gamma^(n-1) r_(t+n-1) + gamma^n Q'(s_(t+n), a'); 1 is plain DQN."""
-    n_envs: int = 1
+    n_envs: int = 16
     """Environments stepped together (E); every cadence below counts transitions, whatever E is."""
     batch_size: int = 128
     """Transitions per gradient step."""
@@ -46,9 +46,9 @@ class DQNConfig:
     """Replay capacity in transitions; the oldest are overwritten."""
     learning_starts: int = 1_000
     """Environment steps of experience collected before the first gradient step (>= batch_size)."""
-    train_freq: int = 256
+    train_freq: int = 64
     """Take gradient steps every this many transitions (environment steps summed over the E envs)."""
-    gradient_steps: int = 128
+    gradient_steps: int = 64
     """Gradient steps taken each time training happens."""
     target_update_interval: int = 128
     """Gradient steps between target-network updates."""

@@ -22,7 +22,7 @@ from agents.train import Trainer
 ENV_ID = "CartPole-v1"
 # One gradient step per env step, so the step at which an injected NaN is seen is known exactly.
 CONFIG = DQNConfig(hidden_sizes=(16,), batch_size=32, learning_starts=100, train_freq=1, gradient_steps=1,
-                   target_update_interval=100, eval_freq=500, eval_episodes=3, n_envs=1)
+                   target_update_interval=100, eval_freq=500, eval_episodes=3, n_envs=1, n_step=1)
 
 
 def _digest(path: Path) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
-ARGS = ["--seeds", ",".join(map(str, SEEDS)), "--total-steps", "1500", "--learning-starts", "200", "--eval-freq", "500",
-        "--eval-episodes", "3", "--best-eval-episodes", "3", "--hidden-sizes", "16"]
+ARGS = ["--seeds", ",".join(map(str, SEEDS)), "--total-steps", "1500", "--n-envs", "4", "--learning-starts", "200",
+        "--eval-freq", "500", "--eval-episodes", "3", "--best-eval-episodes", "3", "--hidden-sizes", "16"]
 
 
 def run(*args: str, tmpdir: Path | None = None) -> subprocess.CompletedProcess:

@@ -25,8 +25,9 @@ from agents.dqn import DQNAgent
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/train_cartpole.py"
 PROG = "train_cartpole.py"
+N_ENVS = 4  # the run's steps move in fours: every total below is a multiple of it
 TINY = ["--learning-starts", "200", "--eval-freq", "500", "--eval-episodes", "3", "--hidden-sizes", "16",
-        "--no-progress"]
+        "--n-envs", str(N_ENVS), "--no-progress"]
 SUMMARY_KEYS = {"env_id", "seed", "env_steps", "wall_seconds", "train_seconds", "solved", "solved_at_step",
                 "solved_at_seconds", "best_eval_mean", "final_eval_mean", "final_eval_std", "eval_episodes", "status"}
 HEADER_KEYS = {"format", "format_version", "config", "meta"}
@@ -115,7 +116,10 @@ def test_run_writes_every_file_and_a_complete_summary(finished_run) -> None:
     assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
     steps = [int(r[1]) for r in rows]
     assert steps == sorted(steps) and steps[-1] <= 1500
-    assert sum(int(r[3]) for r in rows) == steps[-1]  # episode lengths add up to the step counter
+    # finished episodes' lengths plus the steps of the episodes still running in each env add up to the counter
+    running = load_checkpoint(out / "checkpoint.npz").arrays["collector/episode_length"]
+    assert running.shape == (N_ENVS,)
+    assert sum(int(r[3]) for r in rows) + int(running.sum()) == summary["env_steps"]
 
     header, rows = read_csv(out / "evals.csv", drop=None)
     assert tuple(header) == EvalRow._fields
@@ -160,12 +164,12 @@ def test_help_lists_every_config_field_with_its_docstring() -> None:
 
 
 def mid_episode_step(run_dir: Path, after: int) -> int:
-    """A step count N > `after` at which an episode of this run is still going (N steps taken, it has not ended)."""
+    """A step count N > `after`, a multiple of the envs, at which an episode of this run is still going."""
     for row in read_csv(run_dir / "progress.csv")[1]:
         end, length = int(row[1]), int(row[3])
-        if end - 1 > after and length >= 2:
-            return end - 1
-    raise AssertionError(f"no episode of {run_dir} ends after step {after + 1}")
+        if end - N_ENVS > after and length >= 2:
+            return end - N_ENVS  # that episode started before and ended after this vector step
+    raise AssertionError(f"no episode of {run_dir} ends after step {after + N_ENVS}")
 
 
 @pytest.mark.parametrize("optimizer", [["--optimizer", "adam"], ["--optimizer", "sgd", "--momentum", "0.9"]],
