@@ -129,7 +129,7 @@ def test_run_writes_every_file_and_a_complete_summary(finished_run) -> None:
     config = json.loads((out / "config.json").read_text())
     assert config["env_id"] == "CartPole-v1" and config["seed"] == 0 and config["total_steps"] == 1500
     assert DQNConfig.from_json(json.dumps(config["config"])) == DQNConfig(
-        hidden_sizes=(16,), learning_starts=200, eval_freq=500, eval_episodes=3)
+        hidden_sizes=(16,), learning_starts=200, eval_freq=500, eval_episodes=3, n_envs=N_ENVS)
 
     assert load_checkpoint(out / "checkpoint.npz").meta["env_steps"] == 1500
     assert DQNAgent.load(out / "final.npz").n_updates == summary["updates"] > 0
