@@ -49,7 +49,7 @@ def test_tiny_benchmark_reports_every_seed_and_the_medians(tmp_path: Path) -> No
     assert result["peak_rss_mb"] > 0
 
     lines = proc.stdout.splitlines()
-    assert "2 seeds x 1500 steps" in lines[0]  # says what it will do, and about how long, before starting
+    assert "2 seeds x 1500 steps" in lines[0] and "gradient steps per seed" in lines[0]  # what it will do, first
     assert lines[1].split()[0] == "seed"
     table = [line.split() for line in lines[2:] if line.split() and line.split()[0].isdigit()]
     assert [int(cells[0]) for cells in table] == SEEDS

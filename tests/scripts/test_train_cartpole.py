@@ -296,6 +296,10 @@ def test_signal_leaves_a_resumable_checkpoint(tmp_path: Path, signum: int, statu
         (["--hidden-sizes", "0"], "hidden_sizes"),
         (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
         (["--env-id", "Pendulum-v1"], "action space"),
+        (["--n-envs", "0"], "n_envs must be >= 1, got 0"),
+        (["--n-step", "0"], "n_step must be >= 1"),
+        (["--n-step", "100", "--buffer-size", "50", "--batch-size", "16", "--learning-starts", "16"],
+         "n_step must be <= buffer_size (50), got 100"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
