@@ -30,6 +30,7 @@ import numpy as np
 
 from agents.callbacks import Callback, EpisodeRow, EvalRow, ProgressBar, crossed
 from agents.checkpoint import (
+    Checkpoint,
     CheckpointError,
     atomic_open,
     atomic_write_text,
@@ -287,13 +288,13 @@ def _build(config, env_id, seed, out_dir, total_steps, resume, save_replay, chec
     if resume and files is None:
         raise ValueError("resume needs the run folder (out_dir)")
     ckpt, warnings, lock, created = None, [], None, []
+    own_total = total_steps is None  # with resume: the run's own total, which the user is told
     try:
         if resume:
             if not files.root.is_dir():
                 raise CheckpointError(f"{files.checkpoint}: no such checkpoint file")
             lock = RunLock(files.root)  # before the checkpoint is read: it may be the checkpoint of a live run
-            ckpt, env_id, total_steps = _resumable(ckpt_path=files.checkpoint, env_id=env_id, total_steps=total_steps,
-                                                   notify=notify)
+            ckpt, env_id, total_steps = _resumable(files.checkpoint, env_id, total_steps)
             config, seed = ckpt.config, int(ckpt.meta["seed"])
         elif not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
@@ -317,7 +318,7 @@ def _build(config, env_id, seed, out_dir, total_steps, resume, save_replay, chec
             if found:
                 way = (f": resume it with --resume {files.root}, or choose another --out" if files.checkpoint.exists()
                        else " but no checkpoint.npz to resume: choose another --out (or move its files away)")
-                raise RunFolderError(f"{files.root}: already holds a run ({found[0].name} found){way}")
+                raise RunFolderError(f"{found[0]}: this folder already holds a run{way}")
         logger = None
         if files is not None:  # the first writes
             logger = RunLogger(files, env_id, save_replay, checkpoint_every, total_steps)
@@ -334,11 +335,14 @@ def _build(config, env_id, seed, out_dir, total_steps, resume, save_replay, chec
             lock.release(undo=True)
         remove_folders(created)
         raise
+    if ckpt is not None and own_total:
+        notify(f"resuming {files.root} from step {trainer.env_steps} to its total of {total_steps} steps")
     return trainer, logger, lock, total_steps, warnings
 
 
-def _resumable(ckpt_path: Path, env_id: str, total_steps: int | None, notify: Callable[[str], None]):
-    """The checkpoint to resume, the run's env id and the total it continues to, or a one-line refusal."""
+def _resumable(ckpt_path: Path, env_id: str, total_steps: int | None) -> tuple[Checkpoint, str, int]:
+    """The checkpoint to resume, the run's env id and the total it continues to (None: the run's own), or a
+    one-line refusal."""
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.meta.get("kind") != "trainer":
         raise CheckpointError(f"{ckpt.path}: not a training checkpoint of this dqn-np version (model files such "
@@ -350,7 +354,6 @@ def _resumable(ckpt_path: Path, env_id: str, total_steps: int | None, notify: Ca
     taken = int(ckpt.meta["env_steps"])
     if total_steps is None:
         total_steps = int(ckpt.meta.get("total_steps") or DEFAULT_TOTAL_STEPS)
-        notify(f"resuming {ckpt.path.parent} from step {taken} to its total of {total_steps} steps")
     if total_steps < taken:
         raise ValueError(f"--total-steps {total_steps} is below the {taken} steps this run has already taken")
     return ckpt, run_env, total_steps

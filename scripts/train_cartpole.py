@@ -126,7 +126,9 @@ def _main(argv: list[str] | None, stop: StopFlag) -> int:
         print(f"{PROG}: error: {summary['error']}; {where}", file=sys.stderr)
         return 1
     if summary["status"] == "interrupted" or stop:  # a signal after the summary was written: during the report
-        print(f"Interrupted by {stop.reason} at step {summary['env_steps']}. Checkpoint "
+        when = (f"at step {summary['env_steps']}" if summary["env_steps"] < summary["total_steps"] else
+                f"after all {summary['env_steps']} steps (final evaluation, saving or plotting)")
+        print(f"Interrupted by {stop.reason} {when}. Checkpoint "
               f"({(summary['checkpoint_bytes'] or 0) / 1e6:.1f} MB) and summary are in {files.root}\n"
               f"Resume with: python scripts/train_cartpole.py --resume {files.root}")
         return SIGNAL_EXIT[stop.reason]
