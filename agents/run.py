@@ -385,6 +385,8 @@ def _finish(trainer: Trainer, logger: RunLogger | None, env_id: str, status: str
         **trainer.summary(),
         "wall_seconds": None if logger is None else round(logger.wall_seconds(), 4),
         "eval_episodes": trainer.config.eval_episodes,
+        "eval_freq": trainer.config.eval_freq,
+        "solve_threshold": trainer.solve_threshold,
         "final_eval_mean": None if final_returns is None else float(final_returns.mean()),
         "final_eval_std": None if final_returns is None else float(final_returns.std()),
         "final_eval_episodes": None if final_returns is None else len(final_returns),

@@ -115,7 +115,7 @@ def _main(argv: list[str] | None, stop: StopFlag) -> int:
     except (ValueError, CheckpointError) as e:  # EnvError and RunFolderError are ValueErrors
         fail(PROG, str(e))
     except OSError as e:  # a file of the run could not be written: not a usage error
-        print(f"{PROG}: error: {_write_error(e, RunFiles(out))}", file=sys.stderr)
+        print(f"{PROG}: error: {_write_error(e, None if out is None else RunFiles(out))}", file=sys.stderr)
         return 1
     files = RunFiles(summary["out_dir"])
     for warning in summary["warnings"]:
@@ -137,9 +137,11 @@ def _main(argv: list[str] | None, stop: StopFlag) -> int:
     return 0
 
 
-def _write_error(e: OSError, files: RunFiles) -> str:
+def _write_error(e: OSError, files: RunFiles | None) -> str:
     """One line: which file could not be written and why, and what is left to resume from."""
     what = f"cannot write {e.filename}: {e.strerror}" if e.filename else f"cannot write the run: {e}"
+    if files is None:
+        return what
     try:
         step = load_checkpoint(files.checkpoint).meta.get("env_steps")
     except CheckpointError:
@@ -152,13 +154,17 @@ def _report(summary: dict, files: RunFiles, no_replay: bool) -> str:
     """The closing lines: speed, whether and when it solved, best and final evaluations, where the files are."""
     if summary["solved"]:
         solved = f"solved at step {summary['solved_at_step']} after {summary['solved_at_seconds']:.1f} s of training"
+    elif summary["solve_threshold"] is None:
+        solved = f"never counted as solved ({summary['env_id']} has no reward threshold)"
     elif summary["eval_episodes"] < 20:
         solved = ("not solved (solving needs evaluations over at least 20 episodes; these had "
                   f"{summary['eval_episodes']})")
     else:
         solved = "not solved"
     if summary["best_eval_step"] is None:
-        best = "no evaluation during training (--eval-freq 0), so no best.npz"
+        why = ("--eval-freq 0" if not summary["eval_freq"] else
+               f"the first was due at step {summary['eval_freq']}")
+        best = f"no evaluation during training ({why}), so no best.npz"
     else:
         best = f"best eval {summary['best_eval_mean']:.1f} at step {summary['best_eval_step']} (saved as best.npz)"
     return (f"{summary['env_id']} seed {summary['seed']}: {summary['env_steps']} steps in "

@@ -360,12 +360,13 @@ def test_too_few_evaluation_episodes_to_solve_says_why(finished) -> None:
     assert "(saved as best.npz)" in finished[1].stdout and (finished[0] / "best.npz").exists()
 
 
-def test_eval_freq_0_does_not_claim_a_best_npz(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("eval_freq", "why"), [("0", "--eval-freq 0"), ("5000", "the first was due at step 5000")])
+def test_no_evaluation_does_not_claim_a_best_npz(tmp_path: Path, eval_freq: str, why: str) -> None:
     out = tmp_path / "run"
-    proc = run("--total-steps", "300", "--learning-starts", "200", "--eval-freq", "0", "--hidden-sizes", "16",
+    proc = run("--total-steps", "300", "--learning-starts", "200", "--eval-freq", eval_freq, "--hidden-sizes", "16",
                "--no-progress", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert "no evaluation during training (--eval-freq 0), so no best.npz" in proc.stdout
+    assert f"no evaluation during training ({why}), so no best.npz" in proc.stdout
     assert "saved as best.npz" not in proc.stdout and not (out / "best.npz").exists()
 
 
