@@ -108,6 +108,16 @@ class ProgressBar(Callback):
             self.bar.close()
             self.bar = None
 
+    def final_evaluation(self, episodes: int) -> Any:
+        """A second bar, "final evaluation over N episodes", counting episodes; a context manager (`with`).
+
+        Without it the step bar would sit at 100% while a long final evaluation runs.
+        """
+        from tqdm import tqdm
+
+        return tqdm(total=episodes, desc=f"final evaluation over {episodes} episodes", unit="episode",
+                    disable=not self.enabled, ncols=110)
+
     def _advance(self, trainer: Trainer) -> None:
         self._postfix(trainer)
         self.bar.update(min(trainer.env_steps, self.total) - self._shown)

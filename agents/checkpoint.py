@@ -53,10 +53,14 @@ class Checkpoint(NamedTuple):
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Write to a temporary file in the same folder, fsync it, then `os.replace` it over `path`.
 
-    A failure at any point leaves the previous `path` untouched and removes the temporary file.
+    A failure at any point leaves the previous `path` untouched and removes the temporary file; an `OSError` (a full
+    disk, a read-only folder) is raised again naming `path`, not the temporary file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
         with os.fdopen(fd, mode) as f:
@@ -64,6 +68,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno is not None and e.filename in (None, tmp):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +28,8 @@ MIN_SOLVE_EPISODES = 20  # an evaluation counts as "solved" only over at least t
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes use seeds disjoint from training's
 
 
-def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int) -> np.ndarray:
+def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int, *,
+             should_stop: Callable[[], bool] | None = None, on_wave: Callable[[int], Any] | None = None) -> np.ndarray:
     """Greedy returns `(episodes,)`: episode i starts from reset seed `seed + i` and acts with argmax Q.
 
     Args:
@@ -35,6 +37,9 @@ def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int) -> np.n
         env: E envs; episodes run in waves of E.
         episodes: N >= 1.
         seed: the first episode's reset seed.
+        should_stop: checked after every vector step; once true, the evaluation ends there and returns the
+            returns of the waves it completed, so fewer than N (a `StopFlag`'s `__bool__` fits).
+        on_wave: called with the number of episodes each completed wave counted (a progress bar's `update`).
     """
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
@@ -46,11 +51,15 @@ def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int) -> np.n
         total = np.zeros(E)
         running = np.arange(E) < m
         while running.any():
+            if should_stop is not None and should_stop():
+                return returns[:start]
             step = env.step(agent.greedy(obs))  # (E,) argmax_a Q(obs, a)
             total += np.where(running, step.reward, 0.0)
             running &= ~(step.terminated | step.truncated)
             obs = env.obs
         returns[start:start + m] = total[:m]
+        if on_wave is not None:
+            on_wave(m)
     return returns
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -97,6 +98,21 @@ class ReplayBuffer:
         self._discounts = np.zeros(capacity, dtype=dtype)  # (capacity,)
         self._pos = 0  # slot the next transition is written to
         self._size = 0  # number of filled slots
+
+    @staticmethod
+    def nbytes_for(capacity: int, obs_dim: int, dtype: npt.DTypeLike = np.float32) -> int:
+        """Bytes the arrays of a buffer of `capacity` transitions take: obs and next_obs `(capacity, obs_dim)`,
+        rewards and discounts `(capacity,)` in `dtype`, actions `(capacity,)` int64.
+
+        A checkpoint that saves the buffer copies its filled part once more (`state_dict`).
+        """
+        itemsize = np.dtype(dtype).itemsize
+        return int(capacity) * ((2 * int(obs_dim) + 2) * itemsize + np.dtype(np.int64).itemsize)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this buffer's arrays take (`nbytes_for` its capacity, obs_dim and dtype)."""
+        return self.nbytes_for(self._capacity, self._obs_dim, self._dtype)
 
     @property
     def capacity(self) -> int:
@@ -370,6 +386,33 @@ class ReplayBuffer:
         self._next_obs[:size] = arrays["next_obs"]
         self._discounts[:size] = arrays["discounts"]
         self._pos, self._size = pos, size
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation without swapping (`MemAvailable`), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def require_memory(need: int, what: str) -> None:
+    """Raise `ValueError` naming `what`, the bytes it needs and the bytes available, if it would not fit in memory.
+
+    Call it before allocating: numpy allocates lazily, so a buffer too large for memory fails only when the run
+    fills it (or the kernel kills the process), possibly hours later.
+    """
+    available = available_memory()
+    if available is not None and need > available:
+        raise ValueError(f"{what} would need {need} bytes ({need / 1e9:.1f} GB), but only {available} bytes "
+                         f"({available / 1e9:.1f} GB) of memory are available")
 
 
 def _int_at_least(value: Any, name: str, minimum: int) -> int:

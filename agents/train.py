@@ -25,7 +25,7 @@ from agents.config import DQNConfig
 from agents.dqn import DQNAgent
 from agents.evaluation import Evaluator
 from agents.learner import Learner
-from agents.replay import ReplayBuffer
+from agents.replay import ReplayBuffer, require_memory
 from agents.schedules import linear_epsilon
 
 MakeEnv = Callable[[int, np.random.Generator], VecEnvLike]
@@ -34,6 +34,30 @@ MakeEnv = Callable[[int, np.random.Generator], VecEnvLike]
 GENERATORS = ("agent", "replay", "env", "eval")
 """What `np.random.SeedSequence(seed).spawn(4)` seeds, in order: weights and exploration, replay sampling, training
 episode resets, evaluation resets beyond the counted episodes."""
+
+
+class StopFlag:
+    """A request to end `Trainer.run` after its current step; `reason` says why ("SIGINT", "solved", ...) or is None.
+
+    Signal handlers set it (`agents.run.stop_on_signals`), so it is one object shared by the command, the trainer and
+    the final evaluation: a signal that arrives at any moment is seen by whichever of them runs next.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        """Ask to stop; the first reason given is kept."""
+        if self.reason is None:
+            self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+    def __repr__(self) -> str:
+        return f"StopFlag({self.reason!r})"
 
 
 def spawn_generators(seed: int) -> dict[str, np.random.Generator]:
@@ -53,6 +77,10 @@ class Trainer:
             `reward_threshold` attribute (CartPole-v1: 475) if it has one; None never solves.
         callbacks: receive episodes, evaluations and steps (logs, progress bar, checkpoints); the `Evaluator` is
             always the first callback.
+        stop: the flag `run` checks after every step (default: a new one); share one to stop it from outside.
+
+    Raises:
+        ValueError: a replay buffer that would not fit in the memory available (checked before it is allocated).
 
     Attributes:
         agent, replay, env, collector, learner, evaluator: the parts, each usable on its own.
@@ -67,6 +95,7 @@ class Trainer:
         seed: int,
         solve_threshold: float | None | str = "env",
         callbacks: Sequence[Callback] = (),
+        stop: StopFlag | None = None,
     ) -> None:
         if not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
@@ -79,6 +108,8 @@ class Trainer:
             solve_threshold = getattr(self.env, "reward_threshold", None)
         self.solve_threshold = solve_threshold
         self.agent = DQNAgent(self.env.obs_dim, self.env.n_actions, config, rngs["agent"])
+        require_memory(ReplayBuffer.nbytes_for(config.buffer_size, self.env.obs_dim, config.dtype),
+                       f"buffer_size {config.buffer_size}: the replay buffer")
         self.replay = ReplayBuffer(config.buffer_size, self.env.obs_dim, rngs["replay"], config.dtype)
         self.collector = Collector(self.env, self.agent, self.replay, config.n_step, config.gamma)
         self.learner = Learner(self.agent, self.replay, config.batch_size)
@@ -89,7 +120,7 @@ class Trainer:
         self.train_seconds = 0.0  # time in the loop, evaluation excluded, over every session of the run
         self.collect_seconds = 0.0
         self.last_episode: EpisodeRow | None = None
-        self.stop_requested: str | None = None  # set (e.g. by a signal handler) to end `run` after this step
+        self.stop = StopFlag() if stop is None else stop
         self._started = False  # the envs have been reset (or restored)
         self._clock = (time.perf_counter(), 0.0, 0.0)  # (run start, evaluation seconds then, train_seconds then)
 
@@ -98,6 +129,15 @@ class Trainer:
         """Exploration probability at the current environment step."""
         cfg = self.config
         return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
+
+    @property
+    def stop_requested(self) -> str | None:
+        """Why `run` is to end after its current step (`stop.reason`); assign a reason to ask, None to take it back."""
+        return self.stop.reason
+
+    @stop_requested.setter
+    def stop_requested(self, reason: str | None) -> None:
+        self.stop.reason = reason
 
     @property
     def last_eval(self) -> EvalRow | None:

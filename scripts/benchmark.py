@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 r = run_seed(args.env_id, config, seed, args.total_steps, root / f"seed{seed}",
                              args.best_eval_episodes)
-            except CheckpointError as e:  # OUT/seed<k> already holds a run (a re-run with the same --out)
+            except (ValueError, CheckpointError) as e:  # OUT/seed<k> holds a run (a re-run with the same --out)
                 fail(PROG, str(e))
             rows.append(r)
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731

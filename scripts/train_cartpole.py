@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -18,13 +19,26 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matrices: BLAS threads only add overhead
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+_EARLY_SIGNALS: list[int] = []  # SIGINT/SIGTERM received while the modules below load (before main's handlers)
+if __name__ == "__main__":
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, lambda signum, _frame: _EARLY_SIGNALS.append(signum))
+
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
-from agents.run import SIGNAL_EXIT, RunFiles, env_facts, plot_learning_curve, train  # noqa: E402
+from agents.run import (  # noqa: E402
+    DEFAULT_TOTAL_STEPS,
+    NO_PLOT,
+    SIGNAL_EXIT,
+    RunFiles,
+    env_facts,
+    stop_on_signals,
+    train,
+)
+from agents.train import StopFlag  # noqa: E402
 
 PROG = "train_cartpole.py"
-DEFAULT_TOTAL_STEPS = 50_000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,8 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _checked(args: argparse.Namespace) -> tuple[DQNConfig | None, str, int, int, str | Path]:
-    """Every usage check, before anything is written: config, env id, seed, total steps and folder."""
+def _checked(args: argparse.Namespace) -> tuple[DQNConfig | None, str, int, int | None, str | Path]:
+    """Every usage check that needs no run folder: config, env id, seed, total steps and where to write.
+
+    The folder itself (free, writable, not holding a run; for --resume, its checkpoint and the run's total) is
+    checked by `train`, after it has locked the folder.
+    """
     overrides = config_overrides(args)
     fixed_by_run = sorted(overrides) + [f for f in ("env_id", "seed") if getattr(args, f) is not None]
     if args.resume and fixed_by_run:
@@ -66,65 +84,87 @@ def _checked(args: argparse.Namespace) -> tuple[DQNConfig | None, str, int, int,
         raise ValueError(f"--final-eval-episodes must be >= 1, got {args.final_eval_episodes}")
     if args.total_steps is not None and args.total_steps < 1:
         raise ValueError(f"--total-steps must be >= 1, got {args.total_steps}")
-    if args.resume:  # a run continues on its own environment, to its own total unless told otherwise
-        ckpt = load_checkpoint(RunFiles(args.resume).checkpoint)
-        env_id = str(ckpt.meta.get("env_id", "CartPole-v1"))
-        total = int(args.total_steps or ckpt.meta.get("total_steps") or DEFAULT_TOTAL_STEPS)
-        taken = int(ckpt.meta.get("env_steps", 0))
-        if total < taken:
-            raise ValueError(f"--total-steps {total} is below the {taken} steps this run has already taken")
-        return None, env_id, seed, total, args.resume
+    if args.resume:  # the run's own environment, and its own total unless told otherwise (train reads both)
+        return None, "", seed, args.total_steps, args.resume
     config = DQNConfig(**overrides)
     env_id = args.env_id or "CartPole-v1"
     env_facts(env_id)  # fail early on unknown ids and unsupported spaces
-    total = args.total_steps or DEFAULT_TOTAL_STEPS
     out = args.out or Path("runs") / f"{env_id.replace('/', '_')}-seed{seed}-{datetime.now():%Y%m%d-%H%M%S}"
-    return config, env_id, seed, total, out
+    return config, env_id, seed, args.total_steps or DEFAULT_TOTAL_STEPS, out
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stop_on_signals() as stop:  # for the command's whole life: a signal never raises mid-write
+        if _EARLY_SIGNALS:
+            stop.set(signal.Signals(_EARLY_SIGNALS[0]).name)
+        return _main(argv, stop)
+
+
+def _main(argv: list[str] | None, stop: StopFlag) -> int:
     args = parse_args(argv)
+    out = args.resume or args.out
     try:
         config, env_id, seed, total, out = _checked(args)
-        if args.resume and args.total_steps is None:
-            print(f"resuming {out} to its total of {total} steps")
+        if stop:
+            print(f"Interrupted by {stop.reason} before training started; nothing was written.")
+            return SIGNAL_EXIT[stop.reason]
         summary = train(config, env_id, seed, out, total, resume=bool(args.resume),
                         save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
                         final_eval_episodes=args.final_eval_episodes, progress=not args.no_progress,
-                        handle_signals=True)
-    except (ValueError, CheckpointError) as e:  # EnvError is a ValueError
+                        stop=stop, plot=True, notify=print)
+    except (ValueError, CheckpointError) as e:  # EnvError and RunFolderError are ValueErrors
         fail(PROG, str(e))
+    except OSError as e:  # a file of the run could not be written: not a usage error
+        print(f"{PROG}: error: {_write_error(e, None if out is None else RunFiles(out))}", file=sys.stderr)
+        return 1
     files = RunFiles(summary["out_dir"])
     for warning in summary["warnings"]:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     if summary["status"] == "diverged":
-        print(f"{PROG}: error: {summary['error']}", file=sys.stderr)
         where = (f"the last good checkpoint is untouched: {files.checkpoint}" if files.checkpoint.exists()
                  else "it diverged before its first checkpoint, so there is none to resume")
-        print(f"{PROG}: {where}", file=sys.stderr)
+        print(f"{PROG}: error: {summary['error']}; {where}", file=sys.stderr)
         return 1
-    if summary["status"] == "interrupted":
-        signal_name = summary["interrupted"]
-        print(f"Interrupted by {signal_name} at step {summary['env_steps']}. Checkpoint "
+    if summary["status"] == "interrupted" or stop:  # a signal after the summary was written: during the report
+        when = (f"at step {summary['env_steps']}" if summary["env_steps"] < summary["total_steps"] else
+                f"after all {summary['env_steps']} steps (final evaluation, saving or plotting)")
+        print(f"Interrupted by {stop.reason} {when}. Checkpoint "
               f"({(summary['checkpoint_bytes'] or 0) / 1e6:.1f} MB) and summary are in {files.root}\n"
               f"Resume with: python scripts/train_cartpole.py --resume {files.root}")
-        return SIGNAL_EXIT[signal_name]
-    print(plot_learning_curve(files, summary["env_id"], env_facts(summary["env_id"])[0]))
+        return SIGNAL_EXIT[stop.reason]
+    print(f"learning curve: {summary['learning_curve']}" if summary["learning_curve"] else NO_PLOT)
     print(_report(summary, files, args.no_save_replay))
     return 0
+
+
+def _write_error(e: OSError, files: RunFiles | None) -> str:
+    """One line: which file could not be written and why, and what is left to resume from."""
+    what = f"cannot write {e.filename}: {e.strerror}" if e.filename else f"cannot write the run: {e}"
+    if files is None:
+        return what
+    try:
+        step = load_checkpoint(files.checkpoint).meta.get("env_steps")
+    except CheckpointError:
+        return f"{what}; {files.root} holds no loadable checkpoint to resume"
+    return (f"{what}; the last checkpoint (step {step}) is intact: make room, then resume with "
+            f"--resume {files.root}")
 
 
 def _report(summary: dict, files: RunFiles, no_replay: bool) -> str:
     """The closing lines: speed, whether and when it solved, best and final evaluations, where the files are."""
     if summary["solved"]:
         solved = f"solved at step {summary['solved_at_step']} after {summary['solved_at_seconds']:.1f} s of training"
+    elif summary["solve_threshold"] is None:
+        solved = f"never counted as solved ({summary['env_id']} has no reward threshold)"
     elif summary["eval_episodes"] < 20:
         solved = ("not solved (solving needs evaluations over at least 20 episodes; these had "
                   f"{summary['eval_episodes']})")
     else:
         solved = "not solved"
     if summary["best_eval_step"] is None:
-        best = "no evaluation during training (--eval-freq 0), so no best.npz"
+        why = ("--eval-freq 0" if not summary["eval_freq"] else
+               f"the first was due at step {summary['eval_freq']}")
+        best = f"no evaluation during training ({why}), so no best.npz"
     else:
         best = f"best eval {summary['best_eval_mean']:.1f} at step {summary['best_eval_step']} (saved as best.npz)"
     return (f"{summary['env_id']} seed {summary['seed']}: {summary['env_steps']} steps in "

@@ -3,6 +3,7 @@ loader that turns every bad file into one `CheckpointError` naming the file, and
 nested state flattened to "/"-joined keys, the files `train` writes, and version-1 files (dqn-np 0.1) whose models
 still load and evaluate while their training checkpoints are refused for resuming."""
 
+import errno
 import io
 import json
 import os
@@ -157,6 +158,23 @@ def test_failing_replace_keeps_previous_checkpoint_and_leaves_no_temp_file(tmp_p
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seed": 9})
     monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).meta["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+
+
+def _disk_full_mid_write(f, **arrays) -> None:
+    f.write(b"PK\x03\x04 half an archive")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_mid_save_names_the_file_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    path = _save(tmp_path / "checkpoint.npz")
+    before = path.read_bytes()
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seed": 9}, write=_disk_full_mid_write)
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(path)  # the file the user knows, not the temporary one
     assert path.read_bytes() == before
     assert load_checkpoint(path).meta["seed"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]

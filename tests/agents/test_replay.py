@@ -557,3 +557,22 @@ def test_a_bool_discount_is_refused_since_an_old_terminated_flag_would_mean_the_
         buffer.add_batch(np.zeros((2, OBS_DIM)), np.zeros(2, np.int64), np.ones(2), np.zeros((2, OBS_DIM)),
                          np.array([True, False]))
     assert len(buffer) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("capacity", "obs_dim"), [(1, 1), (7, 4), (1000, 6)])
+def test_nbytes_for_is_what_the_arrays_take(dtype, capacity, obs_dim):
+    buffer = ReplayBuffer(capacity, obs_dim, np.random.default_rng(0), dtype)
+    held = sum(getattr(buffer, f"_{k}").nbytes for k in ("obs", "actions", "rewards", "next_obs", "discounts"))
+    assert ReplayBuffer.nbytes_for(capacity, obs_dim, dtype) == buffer.nbytes == held
+
+
+def test_require_memory_names_both_figures(monkeypatch):
+    import agents.replay as replay
+
+    monkeypatch.setattr(replay, "available_memory", lambda: 1_000)
+    replay.require_memory(1_000, "this")  # exactly what is there fits
+    with pytest.raises(ValueError, match=r"^the buffer would need 1001 bytes \(0.0 GB\), but only 1000 bytes"):
+        replay.require_memory(1_001, "the buffer")
+    monkeypatch.undo()
+    assert replay.available_memory() > 0  # MemAvailable, read from /proc/meminfo on Linux

@@ -16,8 +16,9 @@ import envs
 from agents.callbacks import Callback, EpisodeRow
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.config import DQNConfig
+from agents.folder import RUN_FILE_NAMES, RunFolderError, RunLock
 from agents.run import RunFiles, stop_on_signals, train
-from agents.train import Trainer
+from agents.train import StopFlag, Trainer
 
 ENV_ID = "CartPole-v1"
 # One gradient step per env step, so the step at which an injected NaN is seen is known exactly.
@@ -168,16 +169,13 @@ def test_handlers_are_restored_when_the_run_raises(tmp_path: Path) -> None:
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def test_stop_on_signals_restores_handlers_on_exit() -> None:
+def test_stop_on_signals_sets_the_flag_and_restores_handlers_on_exit() -> None:
     before = signal.getsignal(signal.SIGTERM)
-
-    class Holder:
-        stop_requested = None
-
-    holder = Holder()
-    with stop_on_signals(holder):  # type: ignore[arg-type]
+    with stop_on_signals() as stop:
+        assert not stop
         os.kill(os.getpid(), signal.SIGTERM)
-    assert holder.stop_requested == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)  # the first reason is kept
+    assert stop.reason == "SIGTERM" and stop
     assert signal.getsignal(signal.SIGTERM) == before
 
 
@@ -187,7 +185,7 @@ def test_stop_on_signals_restores_handlers_on_exit() -> None:
 def test_fresh_run_into_a_used_folder_is_refused(tmp_path: Path) -> None:
     _train(tmp_path, 400)
     before = _digest(tmp_path / "progress.csv")
-    with pytest.raises(CheckpointError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         _train(tmp_path, 400)
     assert _digest(tmp_path / "progress.csv") == before
 
@@ -247,3 +245,120 @@ def test_an_agent_loaded_from_a_training_checkpoint_continues_the_exploration_st
     loaded = DQNAgent.load(tmp_path / "run" / "checkpoint.npz")
     assert loaded.rng.bit_generator.state == keep.trainer.agent.rng.bit_generator.state
     assert all(np.array_equal(loaded.online.params[k], v) for k, v in keep.trainer.agent.online.params.items())
+
+
+# --- run folders: refusals leave every byte, the lock, stops at any moment (issue 9) ---------------------------------
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (hidden ones included) -> its bytes; folders as empty entries, so new ones show."""
+    return {str(p.relative_to(root)) + ("/" if p.is_dir() else ""): b"" if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", RUN_FILE_NAMES)
+def test_fresh_run_refuses_a_folder_holding_any_run_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"someone's " + name.encode())
+    before = snapshot(tmp_path)
+    with pytest.raises(RunFolderError) as info:
+        _train(tmp_path, 400)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / name}: this folder already holds a run") and "another --out" in message
+    assert ("--resume" in message) == (name == "checkpoint.npz")  # the way on that exists
+    assert snapshot(tmp_path) == before  # not even a .lock is left
+
+
+def test_fresh_run_takes_an_empty_folder_with_a_dead_processes_lock(tmp_path: Path) -> None:
+    (tmp_path / ".lock").write_text("999999999\n")  # left by a process that died: no holder, so free
+    summary = _train(tmp_path, 300)
+    assert summary["status"] == "completed"
+    assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
+def test_a_locked_folder_is_refused_naming_the_holder(tmp_path: Path, resume: bool) -> None:
+    _train(tmp_path / "run", 300)
+    root = tmp_path / ("run" if resume else "other")
+    root.mkdir(exist_ok=True)
+    lock = RunLock(root)  # a second open file description: flock refuses it even within one process
+    try:
+        before = snapshot(root)
+        with pytest.raises(RunFolderError, match=f"in use by another process \\(PID {os.getpid()}"):
+            _train(root, 600, resume=resume)
+        assert snapshot(root) == before
+    finally:
+        lock.release()
+    assert _train(root, 600, resume=resume)["status"] == "completed"  # released: free again
+
+
+def test_a_refused_resume_changes_nothing(tmp_path: Path) -> None:
+    _train(tmp_path, 400)
+    (tmp_path / "progress.csv").write_text("step,value\n1,2\n")  # someone else's log
+    (tmp_path / "evals.csv").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="progress.csv"):
+        _train(tmp_path, 800, resume=True)
+    assert snapshot(tmp_path) == before  # config.json not rewritten, no evals.csv made, .lock as it was
+
+
+def test_a_stop_before_training_ends_with_a_resumable_step_0_run(tmp_path: Path) -> None:
+    stop = StopFlag()
+    stop.set("SIGTERM")  # e.g. a signal while the command was still setting up
+    summary = _train(tmp_path, 5000, stop=stop)
+    assert summary["status"] == "interrupted" and summary["interrupted"] == "SIGTERM"
+    assert summary["env_steps"] == 0 and summary["final_eval_mean"] is None  # no final evaluation after a stop
+    assert json.loads(RunFiles(tmp_path).summary.read_text())["status"] == "interrupted"
+    assert load_checkpoint(RunFiles(tmp_path).checkpoint).meta["env_steps"] == 0
+
+
+class SignalOnStep(gym.Wrapper):
+    """Sends `signum` to this process on its first step."""
+
+    def __init__(self, env: gym.Env, signum: int) -> None:
+        super().__init__(env)
+        self.signum, self.sent = signum, False
+
+    def step(self, action):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return self.env.step(action)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_the_final_evaluation_makes_the_run_interrupted(tmp_path: Path, signum: int) -> None:
+    episodes = 5000
+
+    def make_env(n_envs: int, rng: np.random.Generator) -> envs.VecEnv:  # only the final evaluation's envs signal
+        final = n_envs == 100
+        return envs.VecEnv(ENV_ID, n_envs, rng, wrappers=(lambda env: SignalOnStep(env, signum),) if final else ())
+
+    summary = _train(tmp_path, 300, final_eval_episodes=episodes, handle_signals=True, make_env=make_env)
+    assert summary["status"] == "interrupted" and summary["interrupted"] == signal.Signals(signum).name
+    assert summary["env_steps"] == 300  # training had ended
+    assert summary["final_eval_mean"] is None  # stopped within the first wave of 100 episodes
+    assert json.loads(RunFiles(tmp_path).summary.read_text())["status"] == "interrupted"
+    assert load_checkpoint(RunFiles(tmp_path).checkpoint).meta["env_steps"] == 300
+    resumed = _train(tmp_path, 300, resume=True, final_eval_episodes=3)  # resuming finishes what was left
+    assert resumed["status"] == "completed" and resumed["final_eval_episodes"] == 3
+
+
+def test_evaluate_stops_when_asked_and_reports_each_wave() -> None:
+    from agents.dqn import DQNAgent
+    from agents.evaluation import evaluate
+
+    agent = DQNAgent(4, 2, CONFIG, np.random.default_rng(0))
+    env = envs.VecEnv(ENV_ID, 4, np.random.default_rng(0))
+    waves: list[int] = []
+    full = evaluate(agent, env, 10, seed=7, on_wave=waves.append)
+    assert waves == [4, 4, 2] and full.shape == (10,)
+    asks = iter([False] * 3 + [True] * 1000)  # stop during the first wave
+    assert evaluate(agent, env, 10, seed=7, should_stop=lambda: next(asks)).shape == (0,)
+    np.testing.assert_array_equal(evaluate(agent, env, 10, seed=7), full)  # waves and stops change no number
+
+
+def test_a_buffer_too_large_for_memory_is_refused_before_the_folder_exists(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"buffer_size 2000000000: the replay buffer would need 96000000000 bytes"):
+        train(DQNConfig(buffer_size=2_000_000_000), ENV_ID, 0, out, 1000)
+    assert not out.exists()

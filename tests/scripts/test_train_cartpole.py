@@ -397,11 +397,12 @@ def test_resume_continues_on_the_runs_own_environment(tmp_path: Path) -> None:
     small = ["--learning-starts", "100", "--batch-size", "32", "--hidden-sizes", "8", "--eval-freq", "200",
              "--eval-episodes", "20", "--no-progress"]
     ok("--env-id", "dqn_np/ConstantReward-v0", *small, "--total-steps", "200", "--out", str(out))
-    ok("--resume", str(out), "--total-steps", "400", "--no-progress")
+    proc = ok("--resume", str(out), "--total-steps", "400", "--no-progress")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_id"] == "dqn_np/ConstantReward-v0" and summary["env_steps"] == 400
     assert summary["best_eval_mean"] >= 10  # at least 0.5 per step over 20 steps, far above -100
-    assert summary["solved"] is False
+    assert summary["solved"] is False and summary["solve_threshold"] is None
+    assert "never counted as solved (dqn_np/ConstantReward-v0 has no reward threshold)" in proc.stdout
 
 
 
