@@ -35,7 +35,7 @@ def config(dtype: str, **overrides) -> DQNConfig:
     mse rather than huber, so the large early TD errors of ConstantReward are not slowed down."""
     base = dict(hidden_sizes=(32,), dtype=dtype, gamma=GAMMA, learning_rate=3e-3, loss="mse", batch_size=32,
                 buffer_size=5_000, learning_starts=100, epsilon_start=1.0, epsilon_end=0.3, epsilon_decay_steps=500,
-                target_update_interval=50, eval_freq=0, n_envs=1)
+                target_update_interval=50, eval_freq=0, n_envs=1, n_step=1)
     return DQNConfig(**(base | overrides))
 
 

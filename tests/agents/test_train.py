@@ -37,7 +37,7 @@ def small_config(**overrides) -> DQNConfig:
     # One update per transition, pinned here so these tests do not follow changes to the CartPole defaults.
     base = dict(hidden_sizes=(16,), batch_size=16, buffer_size=2_000, learning_starts=100, epsilon_decay_steps=500,
                 target_update_interval=50, eval_freq=0, eval_episodes=2, train_freq=1, gradient_steps=1,
-                learning_rate=1e-3, n_envs=1)
+                learning_rate=1e-3, n_envs=1, n_step=1)
     return DQNConfig(**{**base, **overrides})
 
 

@@ -32,9 +32,10 @@ from agents.run import train
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/train_cartpole.py"
 PROG = "train_cartpole.py"
+# 4 envs: every step count below (300, 500, 600, 900, ...) is a multiple of it, so runs stop exactly there
 TINY = ["--learning-starts", "200", "--eval-freq", "500", "--eval-episodes", "3", "--hidden-sizes", "16",
-        "--no-progress"]
-CONFIG = DQNConfig(hidden_sizes=(16,), learning_starts=200, eval_freq=500, eval_episodes=3)
+        "--n-envs", "4", "--no-progress"]
+CONFIG = DQNConfig(hidden_sizes=(16,), learning_starts=200, eval_freq=500, eval_episodes=3, n_envs=4)
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
 IS_ROOT = os.geteuid() == 0
 
@@ -157,8 +158,8 @@ def test_a_second_process_is_refused_naming_the_first_and_kill_9_leaves_no_stale
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_during_the_final_evaluation(tmp_path: Path, signum: int, status: int) -> None:
     out, stdout, stderr = tmp_path / "run", tmp_path / "stdout", tmp_path / "stderr"
-    args = ["--learning-starts", "200", "--eval-freq", "0", "--hidden-sizes", "16", "--total-steps", "300",
-            "--final-eval-episodes", "1000000"]  # training ends at once; the final evaluation would take minutes
+    args = ["--learning-starts", "200", "--eval-freq", "0", "--hidden-sizes", "16", "--n-envs", "4",
+            "--total-steps", "300", "--final-eval-episodes", "1000000"]  # training ends at once; the final evaluation would take minutes
     proc = start(*args, "--out", str(out), stdout=stdout, stderr=stderr)  # with the progress bar: it says so
     try:
         wait_for(lambda: "final evaluation over 1000000 episodes" in stderr.read_text(), proc, "final evaluation bar")
