@@ -159,7 +159,8 @@ def test_a_second_process_is_refused_naming_the_first_and_kill_9_leaves_no_stale
 def test_signal_during_the_final_evaluation(tmp_path: Path, signum: int, status: int) -> None:
     out, stdout, stderr = tmp_path / "run", tmp_path / "stdout", tmp_path / "stderr"
     args = ["--learning-starts", "200", "--eval-freq", "0", "--hidden-sizes", "16", "--n-envs", "4",
-            "--total-steps", "300", "--final-eval-episodes", "1000000"]  # training ends at once; the final evaluation would take minutes
+            "--total-steps", "300", "--final-eval-episodes", "1000000"]  # training ends at once; the final
+    # evaluation would take minutes
     proc = start(*args, "--out", str(out), stdout=stdout, stderr=stderr)  # with the progress bar: it says so
     try:
         wait_for(lambda: "final evaluation over 1000000 episodes" in stderr.read_text(), proc, "final evaluation bar")
