@@ -70,7 +70,7 @@ class NStepWindows:
         self._t = 0  # vector steps pushed so far
         self._powers = self.gamma ** np.arange(n + 1)  # gamma^0 .. gamma^n
         self._discount_n = np.full(E, self._powers[n])
-        self._all = np.arange(E)
+        self._order = (np.arange(n)[:, None] + np.arange(n)) % n  # _order[s]: the ring's slots from s on
 
     def push(
         self,
@@ -119,15 +119,14 @@ class NStepWindows:
         """Windows holding n steps whose episode goes on: R = sum_j gamma^j r_(t+j), discount gamma^n."""
         n = self.n_step
         oldest = self._t % n  # the slot written n vector steps ago, i.e. the start of every full window
-        envs = self._all if full.all() else np.flatnonzero(full)
-        if n == 1:
-            returns = self._rewards[0, envs]
-        else:
-            order = (oldest + np.arange(n)) % n  # slots oldest first
-            returns = self._powers[:n] @ self._rewards[order][:, envs]
+        # every env is full in the common case: slices then, so no row of the ring is gathered twice
+        envs = slice(None) if full.all() else np.flatnonzero(full)
+        k = self.n_envs if isinstance(envs, slice) else len(envs)
+        order = self._order[oldest]  # slots oldest first
+        returns = self._powers[:n] @ self._rewards[order][:, envs]  # R = sum_j gamma^j r_(t+j), (k,)
         self._count[envs] -= 1
         return Transitions(self._obs[oldest, envs], self._actions[oldest, envs], returns, next_obs[envs],
-                           self._discount_n[: len(envs)])
+                           self._discount_n[:k])
 
     def _flush(self, i: int, final_obs: np.ndarray, terminated: bool) -> Transitions:
         """Every pending window of env i, whose episode just ended; no bootstrap after a termination."""
