@@ -50,7 +50,7 @@ class Collector:
     """Runs the behaviour policy in E envs and stores what happens.
 
     Args:
-        env: the E training environments (already reset, or reset here when `obs` is missing).
+        env: the E training environments, reset before the first `step` (the trainer does it, or restores them).
         agent: acts epsilon-greedily.
         replay: receives the n-step transitions.
         n_step: n of the returns.
