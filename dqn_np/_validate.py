@@ -15,6 +15,26 @@ def as_2d(name: str, x: np.ndarray, n_cols: int | None = None, dtype: np.dtype |
     return x
 
 
+def as_batch(
+    name: str, x: np.ndarray, n_cols: int, dtype: np.dtype | None = None, members: int | None = None
+) -> np.ndarray:
+    """`as_2d` for an unstacked network (`members` None); for S members a finite `(S, batch, n_cols)` array."""
+    if members is None:
+        return as_2d(name, x, n_cols, dtype)
+    x = np.asarray(x, dtype=dtype)
+    if x.ndim != 3 or x.shape[0] != members or x.shape[1] == 0 or x.shape[2] != n_cols:
+        raise ValueError(f"{name} must have shape (members, batch, {n_cols}) = ({members}, batch, {n_cols}) with "
+                         f"batch >= 1, got shape {x.shape}")
+    check_finite(name, x)
+    return x
+
+
+def as_rows(name: str, x: np.ndarray) -> np.ndarray:
+    """A finite `(batch, n)` array, or `(S, batch, n)` from a stacked network of S members (the losses' input)."""
+    x = np.asarray(x)
+    return as_batch(name, x, x.shape[2], None, x.shape[0]) if x.ndim == 3 else as_2d(name, x)
+
+
 def check_finite(name: str, x: np.ndarray) -> None:
     """Raise ValueError if `x` holds NaN or inf, naming the first bad entry."""
     if not np.isfinite(x).all():

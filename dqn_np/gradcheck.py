@@ -1,7 +1,8 @@
 """Numerical gradient checking: central differences in float64, relative error per parameter.
 
-Run `python -m dqn_np.gradcheck` to check an MLP with every loss at several depths; it prints a table and exits
-non-zero if any parameter's relative error exceeds the tolerance.
+Run `python -m dqn_np.gradcheck` to check an MLP with every loss at several depths, unstacked and stacked (S
+members, each with its own loss); it prints a table and exits non-zero if any parameter's relative error exceeds the
+tolerance.
 """
 
 from __future__ import annotations
@@ -129,9 +130,12 @@ def check_mlp(
 ) -> list[ParamReport]:
     """Gradient-check every parameter of a float64 `mlp` under `loss`.
 
+    For a stacked network the loss is one per member, `(S,)`; the checked scalar is their sum, whose gradient with
+    respect to member s's parameters is member s's own gradient (members share nothing), so every member is checked.
+
     Args:
-        mlp: the network (float64).
-        x: inputs `(batch, n_in)`.
+        mlp: the network (float64), unstacked or stacked.
+        x: inputs `(batch, n_in)` (stacked: `(S, batch, n_in)`).
         loss: `y_hat -> (loss, dL/dy_hat)` with its targets bound, e.g. `lambda q: td_loss(q, a, y)`.
         **kwargs: passed to `check_gradients` (eps, tol, max_entries, rng).
 
@@ -140,16 +144,19 @@ def check_mlp(
     """
     _, delta_out = loss(mlp.forward(x))
     mlp.backward(delta_out)
-    return check_gradients(lambda: loss(mlp.forward(x))[0], mlp.params, mlp.grads, **kwargs)
+    return check_gradients(lambda: float(np.sum(loss(mlp.forward(x))[0])), mlp.params, mlp.grads, **kwargs)
 
 
-def format_report(reports: Sequence[ParamReport], tol: float = DEFAULT_TOL, depths: Sequence[int] | None = None) -> str:
+def format_report(
+    reports: Sequence[ParamReport], tol: float = DEFAULT_TOL, depths: Sequence[int | str] | None = None
+) -> str:
     """A table: parameter, shape, entries checked, relative error, largest absolute error, pass/fail.
 
     Args:
         reports: one row each.
         tol: the tolerance the verdicts were made with (shown in the header).
-        depths: if given, one hidden-layer count per report, shown in a leading `depth` column.
+        depths: if given, one hidden-layer count per report (or a label such as "2,S=3" for a stacked network of
+            3 members), shown in a leading `depth` column.
     """
     if depths is not None and len(depths) != len(reports):
         raise ValueError(f"depths must have one entry per report ({len(reports)}), got {len(depths)}")
@@ -169,6 +176,7 @@ def format_report(reports: Sequence[ParamReport], tol: float = DEFAULT_TOL, dept
 DEPTHS = (1, 2, 3)  # hidden layers of the MLPs the command line checks
 BATCH_SIZES = (1, 7, 64)
 N_IN, N_HIDDEN, N_OUT = 4, 16, 3
+STACKED_MEMBERS = 3  # the stacked networks checked beside the unstacked ones
 
 
 LossFn = Callable[[np.ndarray], tuple[float, np.ndarray]]
@@ -196,12 +204,12 @@ def bind_losses(
 
 
 def _losses(y_hat: np.ndarray, rng: np.random.Generator) -> dict[str, LossFn]:
-    """Every loss with random targets bound, for predictions near `y_hat: (batch, n_out)`."""
-    n, n_out = y_hat.shape
-    y = rng.standard_normal((n, n_out)) * 2.0  # spread 2: residuals fall on both sides of Huber's delta = 1
+    """Every loss with random targets bound, for predictions near `y_hat: (batch, n_out)` or `(S, batch, n_out)`."""
+    *lead, n_out = y_hat.shape
+    y = rng.standard_normal(y_hat.shape) * 2.0  # spread 2: residuals fall on both sides of Huber's delta = 1
     # MAE's kink is at a zero residual: keep every residual at least 1 away so eps never crosses it.
-    y_far = y_hat + rng.choice([-1.0, 1.0], size=(n, n_out)) * (1.0 + np.abs(rng.standard_normal((n, n_out))))
-    actions, td_targets = rng.integers(0, n_out, size=n), rng.standard_normal(n) * 2.0
+    y_far = y_hat + rng.choice([-1.0, 1.0], size=y_hat.shape) * (1.0 + np.abs(rng.standard_normal(y_hat.shape)))
+    actions, td_targets = rng.integers(0, n_out, size=lead), rng.standard_normal(lead) * 2.0
     return bind_losses(y, actions, td_targets, y_mae=y_far)
 
 
@@ -217,7 +225,7 @@ def _worst(reports: Sequence[ParamReport]) -> ParamReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Gradient-check float64 MLPs with 1, 2 and 3 hidden layers under every loss and print one table.
+    """Gradient-check float64 MLPs with 1, 2 and 3 hidden layers, unstacked and stacked, under every loss; one table.
 
     Returns:
         0 if every parameter passes at every depth, loss and batch size, 1 otherwise.
@@ -235,23 +243,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rng = np.random.default_rng(args.seed)
     rows, depths, failures = [], [], []
-    for depth in DEPTHS:
-        mlp = MLP((N_IN,) + (N_HIDDEN,) * depth + (N_OUT,), rng=rng, dtype="float64")
+    for members, depth in [(None, d) for d in DEPTHS] + [(STACKED_MEMBERS, d) for d in DEPTHS]:
+        sizes = (N_IN,) + (N_HIDDEN,) * depth + (N_OUT,)
+        mlp = MLP(sizes, rng=rng if members is None else [rng] * members, dtype="float64")
+        lead = () if members is None else (members,)
         for name, p in mlp.params.items():
             if name.startswith("b"):  # zero biases would put pre-activations exactly on the ReLU kink
                 p[...] = rng.normal(scale=0.1, size=p.shape)
         checks: dict[str, list[ParamReport]] = {name: [] for name in mlp.params}
+        label = f"depth {depth}" + ("" if members is None else f" stacked S={members}")
         for batch in BATCH_SIZES:
-            x = rng.standard_normal((batch, N_IN))
+            x = rng.standard_normal((*lead, batch, N_IN))
             losses = _losses(mlp.forward(x), rng)
             for loss_name, loss in losses.items():
                 reports = check_mlp(mlp, x, loss, eps=args.eps, tol=args.tol, max_entries=args.max_entries, rng=rng)
                 for r in reports:
                     checks[r.name].append(r)
                 if not all(r.passed for r in reports):
-                    failures.append(f"depth {depth} {loss_name} batch {batch}")
+                    failures.append(f"{label} {loss_name} batch {batch}")
         rows += [_worst(reps) for reps in checks.values()]
-        depths += [depth] * len(checks)
+        depths += [depth if members is None else f"{depth},S={members}"] * len(checks)
     batches = ", ".join(map(str, BATCH_SIZES))
     print(f"float64 MLP {N_IN} -> {N_HIDDEN} x depth -> {N_OUT}; worst relative error per parameter over losses")
     print(f"{', '.join(losses)} and batch sizes {batches} (seed {args.seed}, eps {args.eps:g})")

@@ -2,61 +2,70 @@
 
 Every loss sums over output units and averages over the `n` examples of the batch, so the step size does not
 depend on the batch size. The gradient is with respect to the prediction only.
+
+Stacked predictions `(S, n, n_out)` (S members of a stacked network, one per seed) give one loss per member, `(S,)`,
+each averaged over its own n examples: no member's loss or gradient depends on another's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dqn_np._validate import as_2d, check_finite, check_same_shape
+from dqn_np._validate import as_rows, check_finite, check_same_shape
 
 TD_KINDS = ("mse", "huber")
 
 
 def _pair(y_hat: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y_hat = as_2d("y_hat", y_hat)
+    y_hat = as_rows("y_hat", y_hat)  # (n, n_out), or (S, n, n_out) stacked
     y = np.asarray(y, dtype=y_hat.dtype)
     check_same_shape("y", y, "y_hat", y_hat)
     check_finite("y", y)
     return y_hat, y
 
 
-def mse(y_hat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def _per_member(total: np.ndarray) -> float | np.ndarray:
+    """A 0-d total as a float (unstacked), or the `(S,)` per-member totals as they are."""
+    return float(total) if total.ndim == 0 else total
+
+
+def mse(y_hat: np.ndarray, y: np.ndarray) -> tuple[float | np.ndarray, np.ndarray]:
     """Mean squared error `L = (1/n) sum ||y_hat - y||^2`; gradient `delta2 = (2/n)(y_hat - y)`.
 
     Args:
-        y_hat: predictions `(n, n_out)`.
-        y: targets `(n, n_out)`, held constant.
+        y_hat: predictions `(n, n_out)`, or `(S, n, n_out)` for S members.
+        y: targets of the same shape, held constant.
 
     Returns:
-        The loss and `dL/dy_hat: (n, n_out)`.
+        The loss (a float; `(S,)` per member when stacked) and `dL/dy_hat`, shaped like `y_hat`.
     """
     y_hat, y = _pair(y_hat, y)
     diff = y_hat - y
-    n = y_hat.shape[0]
-    return float(np.vdot(diff, diff)) / n, diff * (2.0 / n)
+    n = y_hat.shape[-2]
+    return _per_member(np.add.reduce(diff * diff, axis=(-2, -1)) / n), diff * (2.0 / n)
 
 
-def mae(y_hat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def mae(y_hat: np.ndarray, y: np.ndarray) -> tuple[float | np.ndarray, np.ndarray]:
     """Mean absolute error `L = (1/n) sum |y_hat - y|`; gradient `sign(y_hat - y) / n`, 0 at a tie.
 
     Args:
-        y_hat: predictions `(n, n_out)`.
-        y: targets `(n, n_out)`, held constant.
+        y_hat: predictions `(n, n_out)`, or `(S, n, n_out)` for S members.
+        y: targets of the same shape, held constant.
 
     Returns:
-        The loss and `dL/dy_hat: (n, n_out)`.
+        The loss (a float; `(S,)` per member when stacked) and `dL/dy_hat`, shaped like `y_hat`.
     """
     y_hat, y = _pair(y_hat, y)
     diff = y_hat - y
-    n = y_hat.shape[0]
-    return float(np.abs(diff).sum()) / n, np.sign(diff) / n
+    n = y_hat.shape[-2]
+    return _per_member(np.add.reduce(np.abs(diff), axis=(-2, -1)) / n), np.sign(diff) / n
 
 
 def _huber(
     diff: np.ndarray,
     delta: float,
     n: int,
+    axis: int | tuple[int, ...],
     abs_d: np.ndarray | None = None,
     quadratic: np.ndarray | None = None,
     tmp: np.ndarray | None = None,
@@ -64,14 +73,16 @@ def _huber(
 ) -> tuple[float, np.ndarray]:
     """Huber on residuals `diff`: elementwise `0.5 d^2` if `|d| <= delta` else `delta (|d| - 0.5 delta)`.
 
-    The optional arrays (shape of `diff`) receive `|d|`, `min(|d|, delta)`, a temporary and the gradient; with None
+    The loss sums over `axis` (everything but the member axis) and divides by n. The optional arrays (shape of
+    `diff`) receive `|d|`, `min(|d|, delta)`, a temporary and the gradient; with None
     they are allocated.
     """
     abs_d = np.abs(diff, out=abs_d)
     quadratic = np.minimum(abs_d, delta, out=quadratic)  # the part of |d| inside the quadratic zone
     tmp = np.multiply(quadratic, 0.5, out=tmp)
     np.subtract(abs_d, tmp, out=tmp)
-    loss = float(np.vdot(quadratic, tmp)) / n  # sum of 0.5 d^2, or of delta (|d| - 0.5 delta)
+    np.multiply(quadratic, tmp, out=tmp)  # 0.5 d^2, or delta (|d| - 0.5 delta)
+    loss = _per_member(np.add.reduce(tmp, axis=axis) / n)
     grad = np.copysign(quadratic, diff, out=grad)  # = clip(d, -delta, delta): d inside the zone, ±delta outside
     return loss, np.divide(grad, n, out=grad)
 
@@ -81,20 +92,20 @@ def _check_delta(delta: float) -> None:
         raise ValueError(f"delta must be a positive number, got {delta!r}")
 
 
-def huber(y_hat: np.ndarray, y: np.ndarray, delta: float = 1.0) -> tuple[float, np.ndarray]:
+def huber(y_hat: np.ndarray, y: np.ndarray, delta: float = 1.0) -> tuple[float | np.ndarray, np.ndarray]:
     """Huber loss, quadratic within `delta` of the target and linear beyond; gradient `clip(y_hat - y, ±delta) / n`.
 
     Args:
-        y_hat: predictions `(n, n_out)`.
-        y: targets `(n, n_out)`, held constant.
+        y_hat: predictions `(n, n_out)`, or `(S, n, n_out)` for S members.
+        y: targets of the same shape, held constant.
         delta: where the loss turns from quadratic to linear.
 
     Returns:
-        The loss and `dL/dy_hat: (n, n_out)`.
+        The loss (a float; `(S,)` per member when stacked) and `dL/dy_hat`, shaped like `y_hat`.
     """
     y_hat, y = _pair(y_hat, y)
     _check_delta(delta)
-    return _huber(y_hat - y, delta, y_hat.shape[0])
+    return _huber(y_hat - y, delta, y_hat.shape[-2], (-2, -1))
 
 
 def td_loss(
@@ -103,7 +114,7 @@ def td_loss(
     td_targets: np.ndarray,
     kind: str = "mse",
     delta: float = 1.0,
-) -> tuple[float, np.ndarray]:
+) -> tuple[float | np.ndarray, np.ndarray]:
     """The DQN loss on `Q(s, a)` for the actions taken, with the TD targets held constant (semi-gradient).
 
     With `mse`: `L = (1/n) sum (Q(s_i, a_i) - y_i)^2` and `delta2[i, a_i] = (2/n)(Q(s_i, a_i) - y_i)`.
@@ -111,38 +122,45 @@ def td_loss(
     `delta2` is zero in every column but the action taken, so backward only moves the taken action's Q-value.
 
     Args:
-        q_values: online network output `(n, n_actions)`.
-        actions: actions taken `(n,)`, integers in `[0, n_actions)`.
-        td_targets: `y = r + discount * Q_target(s', a')`, shape `(n,)`.
+        q_values: online network output `(n, n_actions)`, or `(S, n, n_actions)` for S members.
+        actions: actions taken `(n,)` (stacked: `(S, n)`), integers in `[0, n_actions)`.
+        td_targets: `y = r + discount * Q_target(s', a')`, shaped like `actions`.
         kind: `"mse"` or `"huber"`.
         delta: the Huber threshold (ignored for `mse`).
 
     Returns:
-        The loss and `delta2 = dL/dQ: (n, n_actions)`.
+        The loss (a float; `(S,)`, each member's own mean, when stacked) and `delta2 = dL/dQ`, shaped like
+        `q_values`.
     """
-    q_values = as_2d("q_values", q_values)
-    n, n_actions = q_values.shape
+    q_values = as_rows("q_values", q_values)  # (n, A), or (S, n, A) stacked
+    members = q_values.shape[0] if q_values.ndim == 3 else None
+    *lead, n_actions = q_values.shape
+    lead = tuple(lead)
+    axes = "(batch,)" if members is None else "(members, batch)"
     actions = np.asarray(actions)
-    if actions.shape != (n,):
-        raise ValueError(f"actions must have shape (batch,) = ({n},) to match q_values, got {actions.shape}")
+    if actions.shape != lead:
+        raise ValueError(f"actions must have shape {axes} = {lead} to match q_values, got {actions.shape}")
     if not np.issubdtype(actions.dtype, np.integer):
         raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
     if actions.min() < 0 or actions.max() >= n_actions:
         bad = actions[(actions < 0) | (actions >= n_actions)][0]
         raise ValueError(f"actions must be in [0, {n_actions}) for {n_actions} actions, got {bad}")
     td_targets = np.asarray(td_targets, dtype=q_values.dtype)
-    if td_targets.shape != (n,):
-        raise ValueError(f"td_targets must have shape (batch,) = ({n},) to match q_values, got {td_targets.shape}")
+    if td_targets.shape != lead:
+        raise ValueError(f"td_targets must have shape {axes} = {lead} to match q_values, got {td_targets.shape}")
     check_finite("td_targets", td_targets)
     if kind not in TD_KINDS:
         raise ValueError(f"kind must be one of {TD_KINDS}, got {kind!r}")
     if kind == "huber":
         _check_delta(delta)
-    return td_loss_unchecked(q_values, actions, td_targets, kind, delta, TDBuffers(n, n_actions, q_values.dtype))
+    bufs = TDBuffers(lead[-1], n_actions, q_values.dtype, members)
+    return td_loss_unchecked(q_values, actions, td_targets, kind, delta, bufs)
 
 
 class TDBuffers:
     """The work arrays of `td_loss_unchecked` for `B` rows and `A` actions; after a call they hold its figures.
+
+    With `members=S` every array gains a leading member axis: `(S, B)`, `(S, B, A)`.
 
     Attributes:
         q_taken: `(B,)` `Q(s_i, a_i)`.
@@ -152,38 +170,42 @@ class TDBuffers:
         delta2: `(B, A)` `dL/dQ`, zero outside the taken actions.
     """
 
-    def __init__(self, n: int, n_actions: int, dtype: np.dtype) -> None:
-        self.row_offsets = np.arange(n) * n_actions  # (B,) flat index of Q(s_i, 0) in a C-ordered (B, A) array
-        self.flat_index = np.empty(n, dtype=np.int64)  # (B,) flat index of Q(s_i, a_i)
-        self.stats = np.empty((2, n), dtype=dtype)
+    def __init__(self, n: int, n_actions: int, dtype: np.dtype, members: int | None = None) -> None:
+        lead = (n,) if members is None else (members, n)
+        # flat index of Q(s_i, 0) in a C-ordered (B, A) or (S, B, A) array: one `take` reaches every member's row
+        self.row_offsets = (np.arange(int(np.prod(lead))) * n_actions).reshape(lead)
+        self.flat_index = np.empty(lead, dtype=np.int64)  # flat index of Q(s_i, a_i)
+        self.stats = np.empty((2, *lead), dtype=dtype)
         self.q_taken, self.abs_error = self.stats
-        self.td_error, self.quadratic, self.tmp, self.grad_taken = (np.empty(n, dtype=dtype) for _ in range(4))
-        self.delta2 = np.zeros((n, n_actions), dtype=dtype)
+        self.td_error, self.quadratic, self.tmp, self.grad_taken = (np.empty(lead, dtype=dtype) for _ in range(4))
+        self.delta2 = np.zeros((*lead, n_actions), dtype=dtype)
 
 
 def td_loss_unchecked(
     q_values: np.ndarray, actions: np.ndarray, td_targets: np.ndarray, kind: str, delta: float, bufs: TDBuffers
-) -> tuple[float, np.ndarray]:
+) -> tuple[float | np.ndarray, np.ndarray]:
     """`td_loss` without checks, writing into `bufs` (sized for `q_values`); the same math, line for line.
 
     Args:
-        q_values: `(B, A)`; actions: `(B,)` integers in `[0, A)`; td_targets: `(B,)` in the dtype of `q_values`;
-            kind: `"mse"` or `"huber"`; delta: the Huber threshold. All trusted.
-        bufs: `TDBuffers(B, A, dtype)`.
+        q_values: `(B, A)` or `(S, B, A)`; actions: `(B,)` or `(S, B)` integers in `[0, A)`; td_targets: like
+            `actions`, in the dtype of `q_values`; kind: `"mse"` or `"huber"`; delta: the Huber threshold. All trusted.
+        bufs: `TDBuffers(B, A, dtype, members)`.
 
     Returns:
-        The loss and `delta2 = dL/dQ: (B, A)`, which is `bufs.delta2` (overwritten by the next call).
+        The loss (float, or `(S,)` per member) and `delta2 = dL/dQ`, which is `bufs.delta2` (overwritten by the
+        next call).
     """
-    n = len(td_targets)
+    n = td_targets.shape[-1]
     idx = np.add(bufs.row_offsets, actions, out=bufs.flat_index)
     q_taken = q_values.take(idx, out=bufs.q_taken, mode="clip")  # Q(s_i, a_i); actions are trusted in range
-    td_error = np.subtract(q_taken, td_targets, out=bufs.td_error)  # Q(s, a) - y, shape (B,)
+    td_error = np.subtract(q_taken, td_targets, out=bufs.td_error)  # Q(s, a) - y
     if kind == "mse":
-        loss = float(np.dot(td_error, td_error)) / n
+        squares = np.multiply(td_error, td_error, out=bufs.tmp)
+        loss = _per_member(np.add.reduce(squares, axis=-1) / n)  # each member's mean over its own batch
         grad_taken = np.multiply(td_error, 2.0 / n, out=bufs.grad_taken)
         np.abs(td_error, out=bufs.abs_error)
     else:
-        loss, grad_taken = _huber(td_error, delta, n, bufs.abs_error, bufs.quadratic, bufs.tmp, bufs.grad_taken)
+        loss, grad_taken = _huber(td_error, delta, n, -1, bufs.abs_error, bufs.quadratic, bufs.tmp, bufs.grad_taken)
     delta2 = bufs.delta2
     delta2.fill(0)
     delta2.ravel()[idx] = grad_taken  # only the taken action's column receives gradient

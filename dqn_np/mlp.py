@@ -9,6 +9,11 @@ For the default two layers (`sizes=(n_in, n_hidden, n_out)`) and a loss with gra
 
 Deeper networks repeat the middle line once per hidden layer.
 
+A network may be stacked: `MLP(sizes, rng=[g_0, ..., g_(S-1)])` holds S members (one per seed) with
+`W: (S, n_out, n_in)`, `b: (S, n_out)`, takes `x: (S, B, n_in)` and runs the same lines with batched matmuls; member
+s's weights are drawn from `g_s` alone, and every sum runs over the batch axis only. An unstacked network is the same
+code with no member axis.
+
 Two routes run that same math. `forward` / `backward` check their inputs and return new arrays, as a user expects.
 `forward_unchecked` / `backward_unchecked` are for the network's owner on the training hot path: they trust their
 inputs, write every activation, mask and delta into buffers preallocated per batch size (`np.matmul(..., out=)`,
@@ -22,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dqn_np._buffers import BufferCache
-from dqn_np._validate import as_2d
+from dqn_np._validate import as_batch
 from dqn_np.layers import Linear, ReLU
 
 
@@ -34,6 +39,17 @@ def _resolve_dtype(dtype: str | type | np.dtype) -> np.dtype:
     if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
+
+
+def _member_generators(rng: object) -> list[np.random.Generator] | None:
+    """None for one Generator (an unstacked network), the list for a sequence of them (one per member)."""
+    if isinstance(rng, np.random.Generator):
+        return None
+    rngs = list(rng) if isinstance(rng, (list, tuple)) else None
+    if not rngs or not all(isinstance(g, np.random.Generator) for g in rngs):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__} (or, for a stacked network, "
+                        "a non-empty list of Generators, one per member)")
+    return rngs
 
 
 class _Activations:
@@ -49,9 +65,11 @@ class _Activations:
 
     __slots__ = ("z", "h", "grad_h", "mask", "grad_x")
 
-    def __init__(self, sizes: tuple[int, ...], n: int | None, dtype: np.dtype) -> None:
+    def __init__(self, sizes: tuple[int, ...], n: int | None, dtype: np.dtype, members: int | None = None) -> None:
+        lead = () if members is None else (members,)  # stacked networks keep one (B, n_i) block per member
+
         def alloc(width: int, dt: np.dtype | type = dtype) -> np.ndarray | None:
-            return None if n is None else np.empty((n, width), dtype=dt)
+            return None if n is None else np.empty((*lead, n, width), dtype=dt)
 
         hidden = sizes[1:-1]
         self.z = [alloc(w) for w in sizes[1:]]
@@ -67,11 +85,14 @@ class MLP:
     Args:
         sizes: layer widths `(n_in, n_hidden_1, ..., n_out)`, at least one hidden layer; `(3, 4, 2)` is the
             2-layer 3->4->2 net, `(4, 64, 64, 2)` a 3-layer one.
-        rng: the Generator that draws the initial weights.
+        rng: the Generator that draws the initial weights; or a sequence of S Generators for a stacked network of S
+            members, member s drawn from `rng[s]` exactly as an unstacked network drawn from that Generator.
         dtype: `float32` (fast training) or `float64` (gradient checks).
 
     Attributes:
-        params: `{"W1": (n_1, n_0), "b1": (n_1,), "W2": ..., ...}`; updated in place by the optimizers.
+        members: S for a stacked network, None for an unstacked one.
+        params: `{"W1": (n_1, n_0), "b1": (n_1,), "W2": ..., ...}` (stacked: `(S, n_1, n_0)`, `(S, n_1)`, ...);
+            updated in place by the optimizers.
         grads: same keys and shapes as `params`, filled by `backward`.
         flat_params: `(n_params,)`, the buffer every array of `params` is a view of, in order.
         flat_grads: `(n_params,)`, the same for `grads`.
@@ -82,31 +103,40 @@ class MLP:
         >>> y_hat = net.forward(np.ones((5, 3)))
         >>> y_hat.shape, net.backward(np.ones((5, 2))).shape, net.grads["W1"].shape
         ((5, 2), (5, 3), (4, 3))
+        >>> stacked = MLP((3, 4, 2), rng=[np.random.default_rng(s) for s in range(8)])  # S = 8 members
+        >>> stacked.forward(np.ones((8, 5, 3))).shape, stacked.params["W1"].shape, stacked.params["b1"].shape
+        ((8, 5, 2), (8, 4, 3), (8, 4))
     """
 
-    def __init__(self, sizes: Sequence[int], rng: np.random.Generator, dtype: str | type = "float64") -> None:
+    def __init__(self, sizes: Sequence[int], rng: np.random.Generator | Sequence[np.random.Generator],
+                 dtype: str | type = "float64") -> None:
         sizes = tuple(sizes)
         if len(sizes) < 3:
             raise ValueError(f"sizes must be (n_in, hidden..., n_out) with at least one hidden layer, got {sizes}")
         for i, n in enumerate(sizes):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"sizes[{i}] must be a positive integer layer width, got {n!r} in {sizes}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self._allocate(tuple(int(n) for n in sizes), _resolve_dtype(dtype))
+        rngs = _member_generators(rng)
+        self._allocate(tuple(int(n) for n in sizes), _resolve_dtype(dtype), None if rngs is None else len(rngs))
         for i, n_in in enumerate(self.sizes[:-1], start=1):
             # He (Kaiming) normal init for ReLU nets: Var(W) = 2 / fan_in; biases start at zero.
             W = self.params[f"W{i}"]
-            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / n_in)
+            if rngs is None:
+                W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / n_in)
+            else:  # member s draws from its own Generator, layer by layer, as an unstacked network would
+                for W_s, rng_s in zip(W, rngs, strict=True):
+                    W_s[...] = rng_s.standard_normal(W_s.shape) * np.sqrt(2.0 / n_in)
 
-    def _allocate(self, sizes: tuple[int, ...], dtype: np.dtype) -> None:
+    def _allocate(self, sizes: tuple[int, ...], dtype: np.dtype, members: int | None = None) -> None:
         """Layers whose parameters (and gradients) are consecutive views of one flat buffer each.
 
         One buffer lets an optimizer update every parameter with a handful of NumPy calls instead of a handful per
         parameter, and lets a target update copy the whole network at once.
         """
-        self.sizes, self.dtype = sizes, dtype
-        shapes = [s for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True) for s in ((n_out, n_in), (n_out,))]
+        self.sizes, self.dtype, self.members = sizes, dtype, members
+        lead = () if members is None else (members,)
+        shapes = [s for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+                  for s in ((*lead, n_out, n_in), (*lead, n_out))]
         total = sum(int(np.prod(shape)) for shape in shapes)
         self.flat_params = np.zeros(total, dtype=dtype)  # (n_params,): W1, b1, W2, ... back to back
         self.flat_grads = np.zeros(total, dtype=dtype)
@@ -120,7 +150,7 @@ class MLP:
                         zip(views_p[::2], views_p[1::2], views_g[::2], views_g[1::2], strict=True)]
         self.relus = [ReLU() for _ in self.linears[:-1]]
         self._unbuffered = _Activations(sizes, None, dtype)  # the allocating route: every out= is None
-        self._buffers = BufferCache(lambda n: _Activations(sizes, n, dtype))  # the unchecked route, per batch size
+        self._buffers = BufferCache(lambda n: _Activations(sizes, n, dtype, members))  # unchecked route, per B
         self.params = {}
         self.grads = {}
         for i, layer in enumerate(self.linears, start=1):
@@ -128,11 +158,39 @@ class MLP:
             self.grads[f"W{i}"], self.grads[f"b{i}"] = layer.grads["W"], layer.grads["b"]
 
     def clone(self) -> MLP:
-        """A new network with the same sizes, dtype and parameter values (and its own buffers)."""
+        """A new network with the same sizes, dtype, members and parameter values (and its own buffers)."""
         twin = object.__new__(MLP)
-        twin._allocate(self.sizes, self.dtype)
+        twin._allocate(self.sizes, self.dtype, self.members)
         np.copyto(twin.flat_params, self.flat_params)
         return twin
+
+    def member(self, s: int) -> MLP:
+        """Member s of a stacked network as a new unstacked network (a copy of its parameters)."""
+        if self.members is None:
+            raise ValueError("member() needs a stacked network; this one has no member axis")
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < self.members:
+            raise ValueError(f"s must be a member index in [0, {self.members}), got {s!r}")
+        single = object.__new__(MLP)
+        single._allocate(self.sizes, self.dtype)
+        for name, p in self.params.items():
+            np.copyto(single.params[name], p[s])
+        return single
+
+    @classmethod
+    def stack(cls, nets: Sequence[MLP]) -> MLP:
+        """A stacked network whose member s is a copy of the unstacked `nets[s]` (same sizes and dtype)."""
+        nets = list(nets)
+        if not nets or any(not isinstance(n, MLP) or n.members is not None for n in nets):
+            raise ValueError("stack needs one or more unstacked MLPs")
+        first = nets[0]
+        if any(n.sizes != first.sizes or n.dtype != first.dtype for n in nets):
+            got = [(n.sizes, str(n.dtype)) for n in nets]
+            raise ValueError(f"stack needs networks of one size and dtype, got {got}")
+        stacked = object.__new__(cls)
+        stacked._allocate(first.sizes, first.dtype, len(nets))
+        for name, p in stacked.params.items():
+            np.stack([n.params[name] for n in nets], out=p)
+        return stacked
 
     @property
     def n_in(self) -> int:
@@ -143,12 +201,14 @@ class MLP:
         return self.sizes[-1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """`x: (B, n_in)` -> `y_hat: (B, n_out)`, a new array; caches each layer's input for `backward`.
+        """`x: (B, n_in)` -> `y_hat: (B, n_out)` (stacked: `(S, B, n_in)` -> `(S, B, n_out)`), a new array.
+
+        Caches each layer's input for `backward`.
 
         Raises:
-            ValueError: `x` is not a finite `(B, n_in)` array.
+            ValueError: `x` is not a finite `(B, n_in)` array (stacked: `(S, B, n_in)`).
         """
-        return self._forward(as_2d("x", x, self.n_in, self.dtype), self._unbuffered)
+        return self._forward(as_batch("x", x, self.n_in, self.dtype, self.members), self._unbuffered)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Same as `forward`."""
@@ -158,12 +218,14 @@ class MLP:
         """`forward` without checks, into this network's buffers for batch size `B`.
 
         Args:
-            x: `(B, n_in)` in the network's dtype, trusted: neither its shape nor its finiteness is checked.
+            x: `(B, n_in)` (stacked: `(S, B, n_in)`) in the network's dtype, trusted: neither its shape nor its
+                finiteness is checked.
 
         Returns:
-            `y_hat: (B, n_out)`, a view of a buffer that the next `forward_unchecked` with the same `B` overwrites.
+            `y_hat: (B, n_out)` (stacked: `(S, B, n_out)`), a view of a buffer that the next `forward_unchecked`
+            with the same `B` overwrites.
         """
-        return self._forward(x, self._buffers.get(x.shape[0]))
+        return self._forward(x, self._buffers.get(x.shape[-2]))
 
     def _forward(self, x: np.ndarray, bufs: _Activations) -> np.ndarray:
         h = x
@@ -175,6 +237,8 @@ class MLP:
     def backward(self, delta_out: np.ndarray) -> np.ndarray:
         """Backpropagate `delta_out = dL/dy_hat: (B, n_out)`; fill `grads`; return `dL/dx: (B, n_in)`, a new array.
 
+        Stacked: `(S, B, n_out)` -> `(S, B, n_in)`; member s's gradients come from its own rows only.
+
         Raises:
             RuntimeError: no forward pass came first.
             ValueError: `delta_out` does not have the shape of the last forward's output.
@@ -183,9 +247,10 @@ class MLP:
         if x is None:
             raise RuntimeError("MLP.backward called before forward")
         delta = np.asarray(delta_out, dtype=self.dtype)
-        if delta.shape != (x.shape[0], self.n_out):
+        if delta.shape != (*x.shape[:-1], self.n_out):
+            axes = "(batch, n_out)" if self.members is None else "(members, batch, n_out)"
             raise ValueError(
-                f"delta_out must have shape (batch, n_out) = {(x.shape[0], self.n_out)} to match the last forward, "
+                f"delta_out must have shape {axes} = {(*x.shape[:-1], self.n_out)} to match the last forward, "
                 f"got {delta.shape}"
             )
         return self._backward(delta, self._unbuffered, input_grad=True)
@@ -194,13 +259,14 @@ class MLP:
         """`backward` without checks, reusing the buffers of the last forward's batch size `B`.
 
         Args:
-            delta_out: `dL/dy_hat: (B, n_out)` in the network's dtype, for the last forward pass (trusted).
+            delta_out: `dL/dy_hat: (B, n_out)` (stacked: `(S, B, n_out)`) in the network's dtype, for the last
+                forward pass (trusted).
             input_grad: also compute `dL/dx`; a learner whose input is data does not need it.
 
         Returns:
             `dL/dx: (B, n_in)` (a reused buffer) if `input_grad`, else None.
         """
-        return self._backward(delta_out, self._buffers.get(delta_out.shape[0]), input_grad)
+        return self._backward(delta_out, self._buffers.get(delta_out.shape[-2]), input_grad)
 
     def _backward(self, delta: np.ndarray, bufs: _Activations, input_grad: bool) -> np.ndarray | None:
         layers = zip(reversed(self.linears[1:]), reversed(self.relus), reversed(bufs.grad_h), reversed(bufs.mask),
@@ -219,6 +285,8 @@ class MLP:
         if not isinstance(other, MLP) or other.sizes != self.sizes:
             got = other.sizes if isinstance(other, MLP) else type(other).__name__
             raise ValueError(f"other must be an MLP with sizes {self.sizes}, got {got}")
+        if other.members != self.members:
+            raise ValueError(f"other must have members={self.members} like this network, got {other.members}")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
         if tau == 1.0:

@@ -220,15 +220,28 @@ class Adam(_Optimizer):
         p -= scratch
 
 
-def clip_grad_norm(grads: Params, max_norm: float) -> float:
+def clip_grad_norm(grads: Params, max_norm: float, per_member: bool = False) -> float | np.ndarray:
     """Scale all gradients together so their global L2 norm is at most `max_norm`, in place.
 
+    Args:
+        grads: the gradients (an `MLP`'s `grads`).
+        max_norm: the largest norm left unscaled.
+        per_member: the gradients of a stacked network: the leading axis of every array is the member axis S, and
+            each member is clipped by its own norm, never by another member's.
+
     Returns:
-        The global norm before clipping, `sqrt(sum_k ||g_k||^2)`.
+        The global norm before clipping, `sqrt(sum_k ||g_k||^2)`; with `per_member`, the `(S,)` norms.
     """
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm!r}")
-    return clip_by_global_norm(tuple(grads.values()), max_norm)
+    arrays = tuple(grads.values())
+    if per_member:
+        members = {np.shape(g)[:1] for g in arrays}
+        if len(members) != 1 or any(np.ndim(g) < 2 for g in arrays):
+            raise ValueError(f"per_member needs arrays that all lead with the member axis S, got shapes "
+                             f"{[np.shape(g) for g in arrays]}")
+        return clip_per_member(arrays, max_norm)
+    return clip_by_global_norm(arrays, max_norm)
 
 
 def clip_by_global_norm(arrays: Sequence[np.ndarray], max_norm: float) -> float:
@@ -248,3 +261,28 @@ def clip_by_global_norm(arrays: Sequence[np.ndarray], max_norm: float) -> float:
         for g in arrays:
             g *= scale
     return norm
+
+
+def clip_per_member(arrays: Sequence[np.ndarray], max_norm: float) -> np.ndarray:
+    """`clip_by_global_norm` for each member of a stacked network on its own, without checks.
+
+    Args:
+        arrays: gradients whose leading axis is the member axis S (`(S, n_out, n_in)`, `(S, n_out)`, ...).
+        max_norm: as in `clip_by_global_norm`; `inf` only measures.
+
+    Returns:
+        `(S,)` float64: member s's norm `sqrt(sum_k ||g_k[s]||^2)` before clipping. Only the members whose norm
+        exceeds `max_norm` are scaled, each by `max_norm / (norm_s + 1e-6)`; a non-finite norm scales nothing.
+    """
+    S = arrays[0].shape[0]
+    squares = np.zeros(S)
+    for g in arrays:
+        rows = g.reshape(S, -1)
+        squares += np.einsum("si,si->s", rows, rows)  # ||g[s]||^2 for every member at once
+    norms = np.sqrt(squares)
+    over = norms > max_norm
+    if over.any():
+        scale = np.where(over, max_norm / (norms + 1e-6), 1.0)
+        for g in arrays:
+            g *= scale.reshape(S, *(1,) * (g.ndim - 1)).astype(g.dtype, copy=False)
+    return norms

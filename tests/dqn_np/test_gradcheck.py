@@ -160,14 +160,15 @@ def test_format_report_lists_every_parameter_with_its_verdict_and_optional_depth
         format_report(reports, depths=[1])
 
 
-def test_command_line_passes_and_reports_every_parameter_at_every_depth():
+def test_command_line_passes_and_reports_every_parameter_at_every_depth_unstacked_and_stacked():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "dqn_np.gradcheck"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
-    expected = [(str(d), f"{kind}{i}") for d in (1, 2, 3) for i in range(1, d + 2) for kind in ("W", "b")]
+    labels = [str(d) for d in (1, 2, 3)] + [f"{d},S=3" for d in (1, 2, 3)]  # unstacked, then stacked (3 members)
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0] in labels]
+    expected = [(label, f"{kind}{i}") for label in labels for i in range(1, int(label[0]) + 2) for kind in ("W", "b")]
     assert [(row[0], row[1]) for row in rows] == expected
     assert all(row[-1] == "pass" for row in rows)
     assert "FAIL" not in proc.stdout
