@@ -6,6 +6,10 @@ One call of `Collector.step` is one vector step, E transitions:
     env.step(actions) -> next_obs, reward, terminated, truncated      (E,) each; the true final obs where one ended
     n-step windows -> finished transitions -> replay buffer            discount = gamma^k, 0 at termination
 
+For a stacked agent of S members (`agent.members`), the env holds S * E slots, member s owning slots
+`s*E .. s*E + E - 1`; observations are viewed as `(S, E, obs_dim)` for one forward pass of all members, and each
+finished transition goes to its own member's buffer in a `MemberReplay`.
+
 The environment is anything with the `VecEnvLike` shape (`envs.VecEnv` adapts Gymnasium); the collector never sees
 Gymnasium's autoreset, info dicts or reset transitions.
 """
@@ -18,7 +22,7 @@ import numpy as np
 
 from agents.dqn import DivergenceError, DQNAgent
 from agents.nstep import NStepWindows
-from agents.replay import ReplayBuffer
+from agents.replay import MemberReplay, ReplayBuffer
 
 
 class VecStepLike(Protocol):
@@ -50,21 +54,31 @@ class Collector:
     """Runs the behaviour policy in E envs and stores what happens.
 
     Args:
-        env: the E training environments, reset before the first `step` (the trainer does it, or restores them).
-        agent: acts epsilon-greedily.
-        replay: receives the n-step transitions.
+        env: the E training environments, reset before the first `step` (the trainer does it, or restores them);
+            S * E of them for a stacked agent.
+        agent: acts epsilon-greedily (unstacked, or stacked with S members).
+        replay: receives the n-step transitions (a `MemberReplay` for a stacked agent).
         n_step: n of the returns.
         gamma: the discount factor.
 
     Attributes:
-        episodes: training episodes finished so far.
+        episodes: training episodes finished so far (over all members).
+        nonfinite_members: members whose environments returned a non-finite reward or observation in the last step
+            (stacked agents only; an unstacked one raises instead).
         episode_return: (E,) return of each env's current episode so far.
         episode_length: (E,) steps of each env's current episode so far.
     """
 
-    def __init__(self, env: VecEnvLike, agent: DQNAgent, replay: ReplayBuffer, n_step: int, gamma: float) -> None:
+    def __init__(self, env: VecEnvLike, agent: DQNAgent, replay: ReplayBuffer | MemberReplay, n_step: int,
+                 gamma: float) -> None:
         self.env, self.agent, self.replay = env, agent, replay
         E = env.n_envs
+        self.members = agent.members
+        if self.members is not None and (E % self.members or not isinstance(replay, MemberReplay)):
+            raise ValueError(f"a stacked agent of {self.members} members needs a MemberReplay and a multiple of "
+                             f"{self.members} envs, got {E} envs and a {type(replay).__name__}")
+        self._envs_per_member = E if self.members is None else E // self.members
+        self.nonfinite_members = np.zeros(0, np.int64)
         self.windows = NStepWindows(E, n_step, gamma, env.obs_dim, replay.dtype)
         self.episodes = 0
         self.episode_return = np.zeros(E)
@@ -81,15 +95,25 @@ class Collector:
             DivergenceError: the environment returned a non-finite reward or observation; nothing was stored.
         """
         obs = self.env.obs  # (E, obs_dim); the env replaces it on step, so this reference stays valid
-        actions = self.agent.act(obs, epsilon)  # (E,): one forward pass, one uniform per env
+        if self.members is None:
+            actions = self.agent.act(obs, epsilon)  # (E,): one forward pass, one uniform per env
+        else:  # (S, E, obs_dim) -> (S, E): one forward pass of every member, each drawing from its own generator
+            actions = self.agent.act(obs.reshape(self.members, self._envs_per_member, -1), epsilon).reshape(-1)
         step = self.env.step(actions)
         if not (np.isfinite(step.reward).all() and np.isfinite(step.next_obs).all()):
-            raise DivergenceError(f"environment returned a non-finite reward {step.reward} or observation at env "
-                                  f"steps {env_steps + 1}..{env_steps + self.env.n_envs}")
+            if self.members is None:
+                raise DivergenceError(f"environment returned a non-finite reward {step.reward} or observation at "
+                                      f"env steps {env_steps + 1}..{env_steps + self.env.n_envs}")
+            bad = ~(np.isfinite(step.reward) & np.isfinite(step.next_obs).all(axis=1))
+            self.nonfinite_members = np.unique(np.flatnonzero(bad) // self._envs_per_member)
         # Termination ends the n-step sum without a bootstrap; truncation keeps gamma^k (the time limit is not the MDP).
         t = self.windows.push(obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
         if len(t.actions):
-            self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts)
+            if self.members is None:
+                self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts)
+            else:  # each window to its own member's buffer
+                members = self.windows.last_envs // self._envs_per_member
+                self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts, members)
         self.episode_return += step.reward
         self.episode_length += 1
         done = step.terminated | step.truncated

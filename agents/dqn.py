@@ -7,13 +7,17 @@ One update reads top to bottom like the derivation:
     q      = Q(s, .)                                               the prediction
     delta2 = dL/dq, nonzero only in the column of the action taken
     grads  = backward(delta2); clip; optimizer step
+
+A stacked agent (`rng` a list of S Generators) holds S independent agents on stacked networks: every array gains a
+leading member axis (`obs: (S, B, obs_dim)`, `q: (S, B, A)`), member s draws its weights and exploration from
+`rng[s]` alone, and the loss, clipping and divergence checks run per member. It is the same code with one more axis.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,9 +25,9 @@ from agents.config import DQNConfig
 from agents.replay import Batch
 from dqn_np import MLP, SGD, Adam
 from dqn_np._buffers import BufferCache
-from dqn_np._validate import as_2d
+from dqn_np._validate import as_2d, as_batch
 from dqn_np.losses import TDBuffers, td_loss_unchecked
-from dqn_np.optim import clip_by_global_norm
+from dqn_np.optim import clip_by_global_norm, clip_per_member
 
 if TYPE_CHECKING:
     from agents.checkpoint import Checkpoint
@@ -36,13 +40,14 @@ class DivergenceError(RuntimeError):
 class _UpdateBuffers:
     """The agent's own work arrays for one update of B transitions (the networks keep their activations)."""
 
-    def __init__(self, n: int, n_actions: int, dtype: np.dtype) -> None:
-        self.a_next = np.empty(n, dtype=np.int64)  # (B,) a'
-        self.next_index = np.empty(n, dtype=np.int64)  # (B,) flat index of Q'(s'_i, a'_i)
-        self.q_next = np.empty(n, dtype=dtype)  # (B,) Q'(s', a')
-        self.td_target = np.empty(n, dtype=dtype)  # (B,) y
-        self.td = TDBuffers(n, n_actions, dtype)  # the loss's arrays, delta2 among them
-        self.stat_sums = np.empty(2, dtype=dtype)  # sums over the batch of Q(s, a) and |Q(s, a) - y|
+    def __init__(self, n: int, n_actions: int, dtype: np.dtype, members: int | None) -> None:
+        lead = (n,) if members is None else (members, n)  # (B,), or (S, B) for a stacked agent
+        self.a_next = np.empty(lead, dtype=np.int64)  # a'
+        self.next_index = np.empty(lead, dtype=np.int64)  # flat index of Q'(s'_i, a'_i)
+        self.q_next = np.empty(lead, dtype=dtype)  # Q'(s', a')
+        self.td_target = np.empty(lead, dtype=dtype)  # y
+        self.td = TDBuffers(n, n_actions, dtype, members)  # the loss's arrays, delta2 among them
+        self.stat_sums = np.empty((2, *lead[:-1]), dtype=dtype)  # per member: sums of Q(s, a) and |Q(s, a) - y|
 
 
 class DQNAgent:
@@ -55,7 +60,11 @@ class DQNAgent:
         obs_dim: length of an observation.
         n_actions: number of discrete actions.
         config: the hyperparameters.
-        rng: draws the initial weights and, afterwards, exploration.
+        rng: draws the initial weights and, afterwards, exploration; a list of S Generators makes a stacked agent of
+            S members, member s drawing exactly what an unstacked agent given `rng[s]` draws.
+
+    Attributes:
+        members: S for a stacked agent, None otherwise.
 
     Example:
         >>> import numpy as np
@@ -76,13 +85,15 @@ class DQNAgent:
         self.obs_dim, self.n_actions = int(obs_dim), int(n_actions)
         self.rng = rng
         self.online = MLP((self.obs_dim, *config.hidden_sizes, self.n_actions), rng=rng, dtype=config.dtype)
+        self.members = self.online.members
         self.target = self.online.clone()  # starts equal to the online network, with its own buffers
         self.optimizer: Adam | SGD = (
             Adam(config.learning_rate) if config.optimizer == "adam" else SGD(config.learning_rate, config.momentum)
         )
         self.n_updates = 0
         dtype = self.online.dtype
-        self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype))
+        self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
+        self._grad_arrays = tuple(self.online.grads.values())  # per-member clipping reads these views
         self._max_norm = config.max_grad_norm or math.inf  # 0 disables clipping; the norm is still measured
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -102,12 +113,15 @@ class DQNAgent:
         Returns:
             An int for `(obs_dim,)` (one uniform draw, then one integer draw if it explores: the stream of earlier
             versions); `(E,)` int64 for `(E, obs_dim)`: `rng.random(E) < epsilon` picks the exploring envs, then
-            `rng.integers(A, size=k)` their actions, and one forward pass the greedy ones.
+            `rng.integers(A, size=k)` their actions, and one forward pass the greedy ones. A stacked agent takes
+            `(S, E, obs_dim)` and returns `(S, E)`: member s makes exactly those draws from `rng[s]`.
 
         Raises:
             ValueError: `obs` has another shape or is not finite.
         """
         obs = np.asarray(obs, dtype=self.online.dtype)
+        if self.members is not None:
+            return self._act_members(as_batch("obs", obs, self.obs_dim, None, self.members), epsilon)
         if obs.ndim == 1:
             x = as_2d("obs", obs[None, :], self.obs_dim)  # (1, obs_dim)
             if self.rng.random() < epsilon:
@@ -123,10 +137,24 @@ class DQNAgent:
             actions[explore] = self.rng.integers(self.n_actions, size=k)
         return actions
 
+    def _act_members(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """`act` for a stacked agent: `obs: (S, E, obs_dim)` -> `(S, E)`; one forward pass for all members."""
+        S, E = obs.shape[:2]
+        explore = np.stack([rng.random(E) < epsilon for rng in self.rng])  # (S, E): one uniform per env, per member
+        actions = np.empty((S, E), dtype=np.int64)
+        if not explore.all():
+            self.online.forward_unchecked(obs).argmax(axis=-1, out=actions)
+        for s in np.flatnonzero(explore.any(axis=1)):
+            actions[s, explore[s]] = self.rng[s].integers(self.n_actions, size=int(np.count_nonzero(explore[s])))
+        return actions
+
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """argmax_a Q(obs, a) for `obs: (E, obs_dim)` -> `(E,)` int64, from one forward pass; draws nothing."""
-        obs = as_2d("obs", np.asarray(obs, dtype=self.online.dtype), self.obs_dim)  # (E, obs_dim)
-        return self.online.forward_unchecked(obs).argmax(axis=1)
+        """argmax_a Q(obs, a) for `obs: (E, obs_dim)` -> `(E,)` int64 (stacked: `(S, E, obs_dim)` -> `(S, E)`).
+
+        One forward pass; draws nothing.
+        """
+        obs = as_batch("obs", np.asarray(obs, dtype=self.online.dtype), self.obs_dim, None, self.members)
+        return self.online.forward_unchecked(obs).argmax(axis=-1)
 
     def td_targets(self, batch: Batch) -> np.ndarray:
         """`y = R + discount * Q_target(s', a')`, shape `(B,)`, treated as a constant; a new array.
@@ -139,13 +167,13 @@ class DQNAgent:
         return self._td_targets(batch, self._buffers.get(len(batch.actions))).copy()
 
     def _td_targets(self, batch: Batch, bufs: _UpdateBuffers) -> np.ndarray:
-        q_next_target = self.target.forward_unchecked(batch.next_obs)  # Q'(s', .): (B, A)
+        q_next_target = self.target.forward_unchecked(batch.next_obs)  # Q'(s', .): (B, A), stacked (S, B, A)
         if self.config.double_dqn:  # the online net picks a'; this pass on s' must precede the one on s (same buffers)
-            self.online.forward_unchecked(batch.next_obs).argmax(axis=1, out=bufs.a_next)
+            self.online.forward_unchecked(batch.next_obs).argmax(axis=-1, out=bufs.a_next)
         else:
-            q_next_target.argmax(axis=1, out=bufs.a_next)
+            q_next_target.argmax(axis=-1, out=bufs.a_next)
         np.add(bufs.td.row_offsets, bufs.a_next, out=bufs.next_index)
-        q_next = q_next_target.take(bufs.next_index, out=bufs.q_next, mode="clip")  # Q'(s', a'): (B,)
+        q_next = q_next_target.take(bufs.next_index, out=bufs.q_next, mode="clip")  # Q'(s', a'): (B,) or (S, B)
         td_target = np.multiply(batch.discounts, q_next, out=bufs.td_target)
         td_target += batch.rewards  # y = R + discount * Q'(s', a'); discount = 0 where the episode terminated
         return td_target
@@ -160,9 +188,9 @@ class DQNAgent:
             DivergenceError: a TD target, Q-value or the loss is not finite.
         """
         batch = self._check_batch(batch)
-        bufs = self._buffers.get(len(batch.actions))
+        bufs = self._buffers.get(batch.actions.shape[-1])
         loss, q = self._gradients(batch, bufs)
-        if not (math.isfinite(loss) and math.isfinite(np.add.reduce(q, axis=None))):
+        if not (np.isfinite(loss).all() and math.isfinite(np.add.reduce(q, axis=None))):
             raise self._divergence(bufs, q, loss, 0.0)
         return loss, bufs.td.q_taken.copy(), bufs.td_target.copy()
 
@@ -174,39 +202,57 @@ class DQNAgent:
         self.online.backward_unchecked(delta2)  # delta2 = dL/dQ is nonzero only in the taken action's column
         return loss, q
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, Any]:
         """One gradient step on a batch; returns metrics `loss`, `q_mean`, `grad_norm`, `td_abs`.
+
+        A stacked agent returns each metric as `(S,)`, plus `finite: (S,)` bool: a member whose TD target, Q-value,
+        loss or gradient is not finite has its gradient zeroed for this step (its caller stops it), and no other
+        member notices.
 
         Raises:
             ValueError: the batch's arrays do not have the shapes of B transitions for this agent.
-            DivergenceError: a TD target, Q-value, loss or gradient is not finite; no parameter is changed.
+            DivergenceError: (unstacked) a TD target, Q-value, loss or gradient is not finite; no parameter is
+                changed.
         """
         batch = self._check_batch(batch)
-        n = len(batch.actions)
+        n = batch.actions.shape[-1]
         bufs = self._buffers.get(n)
         loss, q = self._gradients(batch, bufs)
-        # Clipping bounds the step when one TD error is huge; one dot product on the flat gradient buffer.
-        grad_norm = clip_by_global_norm((self.online.flat_grads,), self._max_norm)
-        # A non-finite y or Q(s, a) makes the loss non-finite; the sum catches Q of actions not taken.
-        if not (math.isfinite(loss) and math.isfinite(grad_norm) and math.isfinite(np.add.reduce(q, axis=None))):
-            raise self._divergence(bufs, q, loss, grad_norm)
+        if self.members is None:
+            # Clipping bounds the step when one TD error is huge; one dot product on the flat gradient buffer.
+            grad_norm = clip_by_global_norm((self.online.flat_grads,), self._max_norm)
+            # A non-finite y or Q(s, a) makes the loss non-finite; the sum catches Q of actions not taken.
+            if not (math.isfinite(loss) and math.isfinite(grad_norm) and math.isfinite(np.add.reduce(q, axis=None))):
+                raise self._divergence(bufs, q, loss, grad_norm)
+        else:
+            grad_norm = clip_per_member(self._grad_arrays, self._max_norm)  # each member by its own norm, (S,)
+            finite = np.isfinite(loss) & np.isfinite(grad_norm) & np.isfinite(np.add.reduce(q, axis=(1, 2)))
+            if not finite.all():
+                for g in self._grad_arrays:
+                    g[~finite] = 0.0  # a diverged member takes no gradient; the others go on untouched
         self.optimizer.step_unchecked(self.online.params, self.online.grads)
         self.n_updates += 1
         if self.n_updates % self.config.target_update_interval == 0:
             self.sync_target()  # the target moves only every so often, which keeps y still
-        q_sum, td_abs_sum = np.add.reduce(bufs.td.stats, axis=1, out=bufs.stat_sums).tolist()  # one reduction
-        return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n}
+        sums = np.add.reduce(bufs.td.stats, axis=-1, out=bufs.stat_sums)  # one reduction: Q(s, a) and |TD error|
+        if self.members is None:
+            q_sum, td_abs_sum = sums.tolist()
+            return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n}
+        return {"loss": loss, "q_mean": sums[0] / n, "grad_norm": grad_norm, "td_abs": sums[1] / n,
+                "finite": finite}
 
     def _check_batch(self, batch: Batch) -> Batch:
         """Check B transitions' shapes once, at the boundary; cast observations to the networks' dtype if needed."""
         obs, actions, rewards, next_obs, discounts = batch
         n_rows = actions.shape
         want = (*n_rows, self.obs_dim)
-        if (not n_rows or n_rows == (0,) or obs.shape != want or next_obs.shape != want or rewards.shape != n_rows
-                or discounts.shape != n_rows):
+        lead = "B" if self.members is None else f"{self.members}, B"
+        if (len(n_rows) != (1 if self.members is None else 2) or n_rows[-1] == 0
+                or (self.members is not None and n_rows[0] != self.members) or obs.shape != want
+                or next_obs.shape != want or rewards.shape != n_rows or discounts.shape != n_rows):
             got = {k: np.shape(v) for k, v in zip(Batch._fields, batch, strict=True)}
-            raise ValueError(f"batch must hold B >= 1 transitions: obs and next_obs (B, {self.obs_dim}), actions, "
-                             f"rewards and discounts (B,); got shapes {got}")
+            raise ValueError(f"batch must hold B >= 1 transitions: obs and next_obs ({lead}, {self.obs_dim}), "
+                             f"actions, rewards and discounts ({lead}); got shapes {got}")
         if actions.dtype.kind not in "iu":
             raise ValueError(f"batch.actions must be integers, got dtype {actions.dtype}")
         dtype = self.online.dtype
@@ -244,6 +290,23 @@ class DQNAgent:
         self.target.load_params(_strip(state, "target."))
         self.optimizer.load_state_dict(_strip(state, "optim."))
         self.n_updates = int(state["agent.n_updates"])
+
+    def member(self, s: int) -> DQNAgent:
+        """Member s of a stacked agent as an unstacked agent: copies of its networks, optimizer state, update count
+        and exploration generator state, so `member(s).save(path)` writes the file a single run would."""
+        if self.members is None:
+            raise ValueError("member() needs a stacked agent; this one has no member axis")
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < self.members:
+            raise ValueError(f"s must be a member index in [0, {self.members}), got {s!r}")
+        rng = np.random.default_rng(0)  # takes member s's state after the constructor's init draws
+        single = DQNAgent(self.obs_dim, self.n_actions, self.config, rng)  # its init draws are overwritten below
+        rng.bit_generator.state = self.rng[s].bit_generator.state
+        single.online.load_params({k: v[s] for k, v in self.online.params.items()})
+        single.target.load_params({k: v[s] for k, v in self.target.params.items()})
+        optim = {f"{slot}.{name}": a[s] for slot, arrays in self.optimizer.state.items() for name, a in arrays.items()}
+        single.optimizer.load_state_dict({"t": np.array(self.optimizer.t, np.int64), **optim})
+        single.n_updates = self.n_updates
+        return single
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
         """Write the agent (config, networks, optimizer state, exploration RNG) to one `.npz`, atomically.

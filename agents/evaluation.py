@@ -28,39 +28,50 @@ MIN_SOLVE_EPISODES = 20  # an evaluation counts as "solved" only over at least t
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes use seeds disjoint from training's
 
 
-def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int, *,
+def evaluate(agent: DQNAgent, env: VecEnvLike, episodes: int, seed: int | np.ndarray, *,
              should_stop: Callable[[], bool] | None = None, on_wave: Callable[[int], Any] | None = None) -> np.ndarray:
     """Greedy returns `(episodes,)`: episode i starts from reset seed `seed + i` and acts with argmax Q.
 
+    A stacked agent of S members is evaluated side by side on `S * E` envs (member s on envs `s*E ..`), member s's
+    episode i from reset seed `seed[s] + i`; the returns are `(S, episodes)`, row s what `evaluate` of member s alone
+    returns (an episode depends only on its seed and its member's network).
+
     Args:
         agent: acts greedily (its exploration generator is not touched).
-        env: E envs; episodes run in waves of E.
+        env: E envs (stacked: S * E); episodes run in waves of E.
         episodes: N >= 1.
-        seed: the first episode's reset seed.
+        seed: the first episode's reset seed; stacked: `(S,)`, one per member.
         should_stop: checked after every vector step; once true, the evaluation ends there and returns the
             returns of the waves it completed, so fewer than N (a `StopFlag`'s `__bool__` fits).
         on_wave: called with the number of episodes each completed wave counted (a progress bar's `update`).
     """
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-    E = env.n_envs
-    returns = np.empty(episodes)
+    S = agent.members
+    base = np.asarray(seed, dtype=np.int64).reshape(-1, 1)  # (1, 1), or (S, 1) for a stacked agent
+    if (S or 1) != len(base) or env.n_envs % (S or 1):
+        raise ValueError(f"a stacked agent of {S} members needs {S} seeds and a multiple of {S} envs, got "
+                         f"{len(base)} seeds and {env.n_envs} envs")
+    E = env.n_envs // (S or 1)  # envs per member
+    lead = () if S is None else (S, -1)  # how a flat (S * E,) array is viewed per member
+    returns = np.empty((len(base), episodes))
     for start in range(0, episodes, E):
         m = min(E, episodes - start)  # episodes counted in this wave; envs m.. run but are ignored
-        obs = env.reset(seed + start + np.arange(E))
-        total = np.zeros(E)
-        running = np.arange(E) < m
+        obs = env.reset((base + start + np.arange(E)).reshape(-1))
+        total = np.zeros(env.n_envs)
+        running = np.tile(np.arange(E) < m, len(base))
         while running.any():
             if should_stop is not None and should_stop():
-                return returns[:start]
-            step = env.step(agent.greedy(obs))  # (E,) argmax_a Q(obs, a)
+                return returns[:, :start] if S is not None else returns[0, :start]
+            actions = agent.greedy(obs.reshape(*lead, obs.shape[-1]) if lead else obs).reshape(-1)  # argmax_a Q
+            step = env.step(actions)
             total += np.where(running, step.reward, 0.0)
             running &= ~(step.terminated | step.truncated)
             obs = env.obs
-        returns[start:start + m] = total[:m]
+        returns[:, start:start + m] = total.reshape(len(base), E)[:, :m]
         if on_wave is not None:
             on_wave(m)
-    return returns
+    return returns if S is not None else returns[0]
 
 
 class Evaluator(Callback):

@@ -71,6 +71,8 @@ class NStepWindows:
         self._powers = self.gamma ** np.arange(n + 1)  # gamma^0 .. gamma^n
         self._discount_n = np.full(E, self._powers[n])
         self._order = (np.arange(n)[:, None] + np.arange(n)) % n  # _order[s]: the ring's slots from s on
+        self._env_ids = np.arange(E)
+        self.last_envs = self._env_ids[:0]  # (k,): the env each transition of the last `push` came from
 
     def push(
         self,
@@ -93,7 +95,8 @@ class NStepWindows:
 
         Returns:
             The finished transitions: first the full windows of envs whose episode goes on (env order), then every
-            pending window of each env whose episode ended (env order, oldest first).
+            pending window of each env whose episode ended (env order, oldest first). `last_envs` then holds the
+            env index of each (a seed-batched loop routes them to each member's replay buffer with it).
         """
         n = self.n_step
         slot = self._t % n
@@ -106,9 +109,17 @@ class NStepWindows:
         full = self._count == n
         if done.any():
             full &= ~done
-            flushed = [self._flush(i, next_obs[i], bool(terminated[i])) for i in np.flatnonzero(done)]
+            ended = np.flatnonzero(done)
+            flushed = [self._flush(i, next_obs[i], bool(terminated[i])) for i in ended]
         else:
             flushed = []
+        if full.all():
+            self.last_envs = self._env_ids
+        else:
+            self.last_envs = np.flatnonzero(full)
+        if flushed:
+            counts = [len(t.actions) for t in flushed]
+            self.last_envs = np.concatenate([self.last_envs, np.repeat(ended, counts)])
         out = self._emit_full(full, next_obs) if full.any() else None
         if not flushed:
             return out if out is not None else self._empty(next_obs)

@@ -78,6 +78,8 @@ class ReplayBuffer:
         obs_dim: int,
         rng: np.random.Generator,
         dtype: npt.DTypeLike = np.float32,
+        *,
+        _storage: tuple[np.ndarray, ...] | None = None,
     ) -> None:
         capacity = _int_at_least(capacity, "capacity", 1)
         obs_dim = _int_at_least(obs_dim, "obs_dim", 1)
@@ -91,11 +93,14 @@ class ReplayBuffer:
         self._obs_shape = (obs_dim,)
         self._rng = rng
         self._dtype = dtype
-        self._obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
-        self._actions = np.zeros(capacity, dtype=np.int64)  # (capacity,)
-        self._rewards = np.zeros(capacity, dtype=dtype)  # (capacity,)
-        self._next_obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
-        self._discounts = np.zeros(capacity, dtype=dtype)  # (capacity,)
+        if _storage is not None:  # a MemberReplay's views of member s's rows of its stacked arrays
+            self._obs, self._actions, self._rewards, self._next_obs, self._discounts = _storage
+        else:
+            self._obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
+            self._actions = np.zeros(capacity, dtype=np.int64)  # (capacity,)
+            self._rewards = np.zeros(capacity, dtype=dtype)  # (capacity,)
+            self._next_obs = np.zeros((capacity, obs_dim), dtype=dtype)  # (capacity, obs_dim)
+            self._discounts = np.zeros(capacity, dtype=dtype)  # (capacity,)
         self._pos = 0  # slot the next transition is written to
         self._size = 0  # number of filled slots
 
@@ -386,6 +391,98 @@ class ReplayBuffer:
         self._next_obs[:size] = arrays["next_obs"]
         self._discounts[:size] = arrays["discounts"]
         self._pos, self._size = pos, size
+
+
+class MemberReplay:
+    """S replay buffers, one per member of a stacked agent, in one set of stacked arrays.
+
+    Member s's buffer is a `ReplayBuffer` of its own (its own size, write position and sampling Generator); the
+    buffers' arrays are rows of stacked `(S, capacity, ...)` arrays, so `sample` draws each member's indices from its
+    own Generator, exactly as a single run's buffer would, and then gathers all S batches with one `take` per array.
+
+    Args:
+        capacity: transitions kept per member.
+        obs_dim: observation length.
+        rngs: S Generators, one per member (`sample`'s only randomness).
+        dtype: float32 or float64.
+
+    Attributes:
+        buffers: the S member buffers (`buffers[s].state_dict()` is what a single run's buffer would save).
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, rngs: list[np.random.Generator],
+                 dtype: npt.DTypeLike = np.float32) -> None:
+        capacity = _int_at_least(capacity, "capacity", 1)
+        obs_dim = _int_at_least(obs_dim, "obs_dim", 1)
+        rngs = list(rngs)
+        if not rngs:
+            raise ValueError("rngs must hold one Generator per member, got none")
+        dtype = np.dtype(dtype)
+        S = self.members = len(rngs)
+        self.capacity, self.obs_dim, self.dtype = capacity, obs_dim, dtype
+        self._rings = (np.zeros((S, capacity, obs_dim), dtype), np.zeros((S, capacity), np.int64),
+                       np.zeros((S, capacity), dtype), np.zeros((S, capacity, obs_dim), dtype),
+                       np.zeros((S, capacity), dtype))
+        self.buffers = [ReplayBuffer(capacity, obs_dim, rng, dtype, _storage=tuple(r[s] for r in self._rings))
+                        for s, rng in enumerate(rngs)]
+        # the same arrays with members and slots merged, so one flat index s * capacity + i reaches any row
+        self._flat = tuple(r.reshape(S * capacity, *r.shape[2:]) for r in self._rings)
+        self._offsets = (np.arange(S) * capacity)[:, None]  # (S, 1)
+
+    @staticmethod
+    def nbytes_for(members: int, capacity: int, obs_dim: int, dtype: npt.DTypeLike = np.float32) -> int:
+        """Bytes of S members' buffers: `members * ReplayBuffer.nbytes_for(capacity, obs_dim, dtype)`."""
+        return int(members) * ReplayBuffer.nbytes_for(capacity, obs_dim, dtype)
+
+    def sizes(self) -> np.ndarray:
+        """`(S,)` transitions stored per member."""
+        return np.array([len(b) for b in self.buffers])
+
+    def write(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+              discounts: np.ndarray, members: np.ndarray) -> None:
+        """Store k transitions, row i into member `members[i]`'s buffer, each member's rows in their order.
+
+        Args:
+            obs, actions, rewards, next_obs, discounts: as in `ReplayBuffer.write`, `(k, ...)`, already checked.
+            members: `(k,)` the member each row belongs to.
+        """
+        order = np.argsort(members, kind="stable")  # rows grouped by member; each member's rows keep their order
+        counts = np.bincount(members, minlength=self.members)
+        columns = [c[order] for c in (obs, actions, rewards, next_obs, discounts)]
+        start = 0
+        for s in np.flatnonzero(counts):
+            rows = slice(start, start + counts[s])
+            self.buffers[s].write(*(c[rows] for c in columns))
+            start += counts[s]
+
+    def sample(self, batch_size: int, out: Batch) -> Batch:
+        """B transitions per member, uniformly with replacement from each member's filled slots, into `out`.
+
+        Args:
+            batch_size: B.
+            out: `empty_batch(B)`: arrays `(S, B, ...)`.
+
+        Returns:
+            `out`, holding member s's batch in row s: what `buffers[s].sample(B)` would have drawn.
+        """
+        idx = np.empty((self.members, batch_size), np.int64)
+        for s, buf in enumerate(self.buffers):  # each member draws from its own Generator, as a single run does
+            idx[s] = buf.rng.integers(0, len(buf), size=batch_size)
+        idx += self._offsets
+        for ring, dest in zip(self._flat, out, strict=True):
+            np.take(ring, idx, axis=0, out=dest)
+        return out
+
+    def empty_batch(self, batch_size: int) -> Batch:
+        """Uninitialised `(S, B, ...)` arrays for `sample`'s `out`."""
+        S, B = self.members, batch_size
+        return Batch(np.empty((S, B, self.obs_dim), self.dtype), np.empty((S, B), np.int64),
+                     np.empty((S, B), self.dtype), np.empty((S, B, self.obs_dim), self.dtype),
+                     np.empty((S, B), self.dtype))
+
+    def __len__(self) -> int:
+        """The fewest transitions any member holds (a batch can be sampled once every member has B)."""
+        return min(len(b) for b in self.buffers)
 
 
 def available_memory() -> int | None:

@@ -344,6 +344,9 @@ def _resumable(ckpt_path: Path, env_id: str, total_steps: int | None) -> tuple[C
     """The checkpoint to resume, the run's env id and the total it continues to (None: the run's own), or a
     one-line refusal."""
     ckpt = load_checkpoint(ckpt_path)
+    if ckpt.meta.get("kind") == "seed_batch":
+        raise CheckpointError(f"{ckpt.path}: this folder holds a batch of seeds, not a single run: resume it with "
+                              f"python scripts/train_seeds.py --resume {ckpt.path.parent}")
     if ckpt.meta.get("kind") != "trainer":
         raise CheckpointError(f"{ckpt.path}: not a training checkpoint of this dqn-np version (model files such "
                               "as best.npz and final.npz, and checkpoints written before format version 2, "

@@ -25,6 +25,8 @@ from agents.checkpoint import atomic_open
 
 CONFIDENCE = 0.95
 STATUSES = ("completed", "interrupted", "diverged")
+OPTIONAL_SCORE = "best_model_eval_mean"  # the best model re-evaluated over the final evaluation's episodes
+SCORE_KEYS = ("best_eval_mean", "final_eval_mean", OPTIONAL_SCORE)
 METHOD = "percentile stratified bootstrap over seeds (rliable definitions), Wilson score interval for the fraction"
 MAX_BOOTSTRAP_ELEMENTS = 2**22  # resampled values held at once; larger R * n is drawn in chunks of rows
 
@@ -199,7 +201,8 @@ def aggregate_seeds(summaries: Sequence[dict[str, Any]], rng: np.random.Generato
     Args:
         summaries: S >= 1 dicts, each with "seed" (int, unique), "status" (one of `STATUSES`), "solved" (bool),
             "solved_at_step" (int, None exactly when unsolved), "solved_at_seconds" (float, None when unsolved),
-            "best_eval_mean" and "final_eval_mean" (float or None).
+            "best_eval_mean" and "final_eval_mean" (float or None); optionally "best_model_eval_mean" (the best
+            model re-evaluated over the final evaluation's episodes).
         rng: all bootstrap draws.
         reps: R bootstrap resamples per interval.
         confidence: of every interval.
@@ -207,8 +210,8 @@ def aggregate_seeds(summaries: Sequence[dict[str, Any]], rng: np.random.Generato
     Returns:
         n_seeds, seeds, failed_seeds (unsolved), diverged_seeds: ints and sorted lists of seeds.
         fraction_solved: {value, ci_bootstrap: [lo, hi], ci_wilson: [lo, hi], solved: k, n: S}.
-        best_eval_mean, final_eval_mean: {iqm, median, mean: {value, ci: [lo, hi]}, n: seeds with a value}, or
-            None when no seed has one.
+        best_eval_mean, final_eval_mean (and best_model_eval_mean when some seed has it): {iqm, median, mean:
+            {value, ci: [lo, hi]}, n: seeds with a value}, or None when no seed has one.
         steps_to_solve, seconds_to_solve: {median: {value, ci}, n_solved: k, values: the k finite ones, sorted}.
         confidence, bootstrap_reps, method.
     """
@@ -230,8 +233,10 @@ def aggregate_seeds(summaries: Sequence[dict[str, Any]], rng: np.random.Generato
         "fraction_solved": {"value": frac, "ci_bootstrap": [frac_lo, frac_hi],
                             "ci_wilson": list(wilson_interval(k, S, confidence)), "solved": k, "n": S},
     }
-    for key in ("best_eval_mean", "final_eval_mean"):
+    for key in SCORE_KEYS:
         values = np.array([r[key] for r in rows if r[key] is not None], dtype=float)
+        if key == OPTIONAL_SCORE and values.size == 0:
+            continue
         out[key] = None if values.size == 0 else {
             name: _estimate(values, fn, rng, reps, confidence)
             for name, fn in (("iqm", iqm), ("median", np.median), ("mean", np.mean))
@@ -422,8 +427,8 @@ def _check_summary(s: dict[str, Any], i: int) -> dict[str, Any]:
             kind = "integer" if key == "solved_at_step" else "number"
             raise ValueError(f"summary {i} (seed {seed}): {key} must be a finite {kind} >= 0, got {v!r}")
         row[key] = None if v is None else (int(v) if key == "solved_at_step" else float(v))
-    for key in ("best_eval_mean", "final_eval_mean"):
-        v = s[key]
+    for key in SCORE_KEYS:
+        v = s.get(key)  # the optional best_model_eval_mean may be absent
         if v is not None and (not _is_real(v) or not math.isfinite(v)):
             raise ValueError(f"summary {i} (seed {seed}): {key} must be a finite number or None, got {v!r}")
         row[key] = None if v is None else float(v)

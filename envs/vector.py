@@ -221,7 +221,9 @@ class VecEnv:
     Args:
         env_id: A registered id such as "CartPole-v1" or "dqn_np/Chain-v0".
         n_envs: E, the number of environment copies (an int >= 1).
-        rng: Draws every episode's reset seed (`rng.integers(2**31, size=k)`); nothing else draws from it.
+        rng: Draws every episode's reset seed (`rng.integers(2**31, size=k)`); nothing else draws from it. A list of
+            S Generators splits the envs into S equal groups (the members of a seed-batched run): group s's seeds
+            come from `rng[s]` alone, exactly as a VecEnv of `n_envs // S` envs given `rng[s]` would draw them.
         wrappers: Gymnasium wrappers applied to each env, innermost first (test doubles, observation transforms);
             with any, every env takes the sync backend.
         **kwargs: Passed to the environment (e.g. `max_episode_steps=50`, or constructor arguments like `n_states=6`).
@@ -237,7 +239,7 @@ class VecEnv:
         obs: (E, obs_dim) current observations, float32 (float64 for float64 or wide-integer observation spaces);
             None until `reset`. A fresh array after every `reset`/`step`.
         episode_seeds: (E,) int64 reset seed of each env's current episode.
-        rng: The Generator passed in.
+        rng: The Generator passed in (or the list of them).
 
     Raises:
         ValueError: If `n_envs` is not an int >= 1.
@@ -254,12 +256,19 @@ class VecEnv:
         ((4, 4), dtype('float64'), dtype('bool'))
     """
 
-    def __init__(self, env_id: str, n_envs: int, rng: np.random.Generator,
+    def __init__(self, env_id: str, n_envs: int, rng: np.random.Generator | Sequence[np.random.Generator],
                  wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (), **kwargs: Any) -> None:
         if not isinstance(n_envs, (int, np.integer)) or isinstance(n_envs, (bool, np.bool_)) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r} is not a valid number of environments; expected an int >= 1")
-        if not isinstance(rng, np.random.Generator):
+        if isinstance(rng, (list, tuple)):
+            if not rng or not all(isinstance(g, np.random.Generator) for g in rng) or n_envs % len(rng):
+                raise TypeError(f"rng must be a numpy.random.Generator or a list of them, one per group of envs "
+                                f"(n_envs={n_envs} a multiple of its length), got {rng!r}")
+            self._groups = list(rng)
+        elif not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        else:
+            self._groups = [rng]
         probe = make_env(env_id, **kwargs)  # EnvError for an unknown id or unsupported spaces, in make_env's words
         try:
             self.name = _env_name(probe)
@@ -291,7 +300,8 @@ class VecEnv:
             ValueError: If `seeds` is not (E,) non-negative integers.
         """
         if seeds is None:
-            seeds = self.rng.integers(_SEED_BOUND, size=self.n_envs)
+            seeds = np.concatenate([g.integers(_SEED_BOUND, size=self.n_envs // len(self._groups))
+                                    for g in self._groups])
         else:
             given = np.asarray(seeds)
             if given.shape != (self.n_envs,) or given.dtype.kind not in "iu" or (given < 0).any():
@@ -340,7 +350,12 @@ class VecEnv:
         ended = terminated | truncated
         if ended.any():
             idx = np.flatnonzero(ended)
-            seeds = self.rng.integers(_SEED_BOUND, size=idx.size)
+            if len(self._groups) == 1:
+                seeds = self.rng.integers(_SEED_BOUND, size=idx.size)
+            else:  # each group's ended envs draw from the group's own generator, in env order
+                group = idx // (self.n_envs // len(self._groups))
+                seeds = np.concatenate([self._groups[g].integers(_SEED_BOUND, size=int(np.count_nonzero(group == g)))
+                                        for g in np.unique(group)])
             obs[idx] = self._backend.reset_envs(idx, seeds)
             self.episode_seeds[idx] = seeds
         self.obs = obs
@@ -365,7 +380,8 @@ class VecEnv:
             "n_envs": self.n_envs,
             "backend": self.backend,
             "captured": True,
-            "rng": self.rng.bit_generator.state,
+            "rng": self.rng.bit_generator.state if len(self._groups) == 1 else
+            {str(i): g.bit_generator.state for i, g in enumerate(self._groups)},
             "obs": self.obs.copy(),
             "episode_seeds": self.episode_seeds.copy(),
             **self._backend.state_dict(),
@@ -394,7 +410,11 @@ class VecEnv:
         episode_seeds = _array(state, "episode_seeds", (self.n_envs,), "iu").astype(np.int64)
         if "rng" not in state:
             raise ValueError("state has no key 'rng'; expected a dict from VecEnv.state_dict()")
-        self.rng.bit_generator.state = state["rng"]
+        if len(self._groups) == 1:
+            self.rng.bit_generator.state = state["rng"]
+        else:
+            for i, g in enumerate(self._groups):
+                g.bit_generator.state = state["rng"][str(i)]
         reason = None
         if state.get("backend") != self.backend:
             reason = f"saved by the {state.get('backend')!r} backend, this VecEnv uses {self.backend!r}"
