@@ -256,7 +256,7 @@ def clip_by_global_norm(arrays: Sequence[np.ndarray], max_norm: float) -> float:
     for g in arrays:
         squares += float(np.vdot(g, g))
     norm = math.sqrt(squares)
-    if norm > max_norm:
+    if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in arrays:
             g *= scale
@@ -278,9 +278,9 @@ def clip_per_member(arrays: Sequence[np.ndarray], max_norm: float) -> np.ndarray
     squares = np.zeros(S)
     for g in arrays:
         rows = g.reshape(S, -1)
-        squares += np.einsum("si,si->s", rows, rows)  # ||g[s]||^2 for every member at once
+        squares += np.einsum("si,si->s", rows, rows, dtype=np.float64)  # ||g[s]||^2, summed in float64
     norms = np.sqrt(squares)
-    over = norms > max_norm
+    over = np.isfinite(norms) & (norms > max_norm)  # a non-finite member is left for its caller to stop
     if over.any():
         scale = np.where(over, max_norm / (norms + 1e-6), 1.0)
         for g in arrays:

@@ -751,3 +751,26 @@ def test_stacked_unchecked_forward_and_backward_allocate_no_activations_after_th
     assert traced_peak(lambda: stacked.forward_unchecked(x)) < activation // 3
     assert traced_peak(lambda: stacked.backward_unchecked(delta)) < activation // 3
     assert traced_peak(lambda: stacked.forward(x)) > 2 * activation  # the checked route allocates z, h and y_hat
+
+
+def test_clip_per_member_leaves_an_inf_member_unscaled_and_clips_the_others():
+    grads = {"W": np.array([[[30.0, 0.0]], [[np.inf, 1.0]]]), "b": np.array([[40.0], [2.0]])}
+    norms = clip_grad_norm(grads, 1.0, per_member=True)
+    assert norms[0] == pytest.approx(50.0) and np.isinf(norms[1])
+    np.testing.assert_array_equal(grads["W"][1], [[np.inf, 1.0]])  # untouched: its caller stops that member
+    np.testing.assert_array_equal(grads["b"][1], [2.0])
+    assert np.hypot(grads["W"][0, 0, 0], grads["b"][0, 0]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_clip_per_member_sums_float32_squares_without_overflow():
+    grads = {"W": np.full((2, 1, 3), 1e20, dtype=np.float32), "b": np.ones((2, 1), dtype=np.float32)}
+    norms = clip_grad_norm(grads, 1.0, per_member=True)
+    assert np.isfinite(norms).all() and norms[0] == pytest.approx(np.sqrt(3) * 1e20, rel=1e-5)
+    assert np.linalg.norm(np.concatenate([grads["W"][0].ravel(), grads["b"][0]])) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_unstacked_clip_leaves_an_infinite_gradient_unscaled():
+    grads = {"W": np.array([[np.inf, 1.0]]), "b": np.array([2.0])}
+    assert np.isinf(clip_grad_norm(grads, 1.0))
+    np.testing.assert_array_equal(grads["W"], [[np.inf, 1.0]])
+    np.testing.assert_array_equal(grads["b"], [2.0])
