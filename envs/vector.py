@@ -260,7 +260,8 @@ class VecEnv:
                  wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (), **kwargs: Any) -> None:
         if not isinstance(n_envs, (int, np.integer)) or isinstance(n_envs, (bool, np.bool_)) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r} is not a valid number of environments; expected an int >= 1")
-        if isinstance(rng, (list, tuple)):
+        self._grouped = isinstance(rng, (list, tuple))
+        if self._grouped:
             if not rng or not all(isinstance(g, np.random.Generator) for g in rng) or n_envs % len(rng):
                 raise TypeError(f"rng must be a numpy.random.Generator or a list of them, one per group of envs "
                                 f"(n_envs={n_envs} a multiple of its length), got {rng!r}")
@@ -351,7 +352,7 @@ class VecEnv:
         if ended.any():
             idx = np.flatnonzero(ended)
             if len(self._groups) == 1:
-                seeds = self.rng.integers(_SEED_BOUND, size=idx.size)
+                seeds = self._groups[0].integers(_SEED_BOUND, size=idx.size)
             else:  # each group's ended envs draw from the group's own generator, in env order
                 group = idx // (self.n_envs // len(self._groups))
                 seeds = np.concatenate([self._groups[g].integers(_SEED_BOUND, size=int(np.count_nonzero(group == g)))
@@ -380,7 +381,7 @@ class VecEnv:
             "n_envs": self.n_envs,
             "backend": self.backend,
             "captured": True,
-            "rng": self.rng.bit_generator.state if len(self._groups) == 1 else
+            "rng": self.rng.bit_generator.state if not self._grouped else
             {str(i): g.bit_generator.state for i, g in enumerate(self._groups)},
             "obs": self.obs.copy(),
             "episode_seeds": self.episode_seeds.copy(),
@@ -410,7 +411,7 @@ class VecEnv:
         episode_seeds = _array(state, "episode_seeds", (self.n_envs,), "iu").astype(np.int64)
         if "rng" not in state:
             raise ValueError("state has no key 'rng'; expected a dict from VecEnv.state_dict()")
-        if len(self._groups) == 1:
+        if not self._grouped:
             self.rng.bit_generator.state = state["rng"]
         else:
             for i, g in enumerate(self._groups):
