@@ -48,10 +48,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     path = args.checkpoint
     if path.is_dir():
+        seeds = sorted(p.name for p in path.glob("seed*") if (p / "best.npz").exists())
+        if not (path / "best.npz").exists() and seeds:
+            fail(PROG, f"{path} is a batch of seeds ({len(seeds)} seed folders): evaluate one of them, e.g. "
+                       f"{path / seeds[0]}")
         path = path / "best.npz"
         print(f"{args.checkpoint} is a run folder: evaluating its best checkpoint {path}")
     try:
         ckpt = load_checkpoint(path)  # validates the file before an environment is built
+        if ckpt.meta.get("kind") == "seed_batch":
+            raise CheckpointError(f"{ckpt.path}: a seed-batch checkpoint holds {len(ckpt.meta['seeds'])} agents: "
+                                  f"evaluate one seed's model, e.g. {ckpt.path.parent / 'seed<k>' / 'best.npz'}")
         env_id = args.env_id if args.env_id is not None else ckpt.meta.get("env_id", DEFAULT_ENV_ID)
         if not isinstance(env_id, str):
             raise CheckpointError(f"{ckpt.path}: env_id in its metadata must be a string, got {env_id!r}")

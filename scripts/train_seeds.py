@@ -32,7 +32,7 @@ from agents.checkpoint import CheckpointError  # noqa: E402
 from agents.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.run import DEFAULT_TOTAL_STEPS, NO_PLOT, SIGNAL_EXIT, env_facts, stop_on_signals  # noqa: E402
-from agents.seed_run import train_seeds  # noqa: E402
+from agents.seed_run import format_aggregate, train_seeds  # noqa: E402
 from agents.train import StopFlag  # noqa: E402
 
 PROG = "train_seeds.py"
@@ -121,39 +121,12 @@ def _main(argv: list[str] | None, stop: StopFlag) -> int:
     return 0
 
 
-def _interval(entry: dict | None, fmt: str = "{:.1f}") -> str:
-    if entry is None:
-        return "n/a"
-
-    def show(v: float | None) -> str:
-        return "inf" if v is None else fmt.format(v)
-
-    lo, hi = entry["ci"]
-    return f"{show(entry['value'])} [{show(lo)}, {show(hi)}]"
-
-
 def report(result: dict, out: str | Path) -> str:
-    """The closing lines: seeds solved with their interval, scores, steps to solve, failing seeds, where files are."""
-    agg = result["aggregate"]
-    frac = agg["fraction_solved"]
-    lines = [f"{result['env_id']}: {result['n_seeds']} seeds x {result['env_steps']} steps in "
-             f"{result['train_seconds']:.1f} s (+{result['eval_seconds']:.1f} s evaluating)",
-             f"solved: {frac['solved']}/{frac['n']} (95% CI {frac['ci_wilson'][0]:.3f}-{frac['ci_wilson'][1]:.3f}, "
-             f"Wilson); not solved: {agg['failed_seeds'] or 'none'}"]
-    steps = agg["steps_to_solve"]["median"]
-    lines.append(f"median steps to solve: {_interval(steps, '{:.0f}')} (95% bootstrap CI)")
-    for key, label in (("best_eval_mean", "best evaluation"), ("final_eval_mean", "final model"),
-                       ("best_model_eval_mean", "best model re-evaluated")):
-        entry = agg.get(key)
-        if entry:
-            lines.append(f"{label}: IQM {_interval(entry['iqm'])}, median {_interval(entry['median'])}, "
-                         f"mean {_interval(entry['mean'])}")
-    at = agg.get("best_model_at_threshold")
-    if at and at["episodes"]:
-        lines.append(f"best.npz >= {at['threshold']:g} over {at['episodes']} episodes: {at['count']}/{at['n']}"
-                     f" (below: {at['below'] or 'none'})")
-    lines.append(f"files in {out} (per seed: {out}/seed<k>/; aggregate.json, aggregate.png)")
-    return "\n".join(lines)
+    """The closing lines: time, seeds solved with their interval, scores, steps to solve, failing seeds, files."""
+    return (f"{result['env_id']}: {result['n_seeds']} seeds x {result['env_steps']} steps in "
+            f"{result['train_seconds']:.1f} s (+{result['eval_seconds']:.1f} s evaluating)\n"
+            f"{format_aggregate(result['aggregate'])}\n"
+            f"files in {out} (per seed: {out}/seed<k>/; aggregate.json, aggregate.png)")
 
 
 if __name__ == "__main__":
