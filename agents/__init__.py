@@ -1,4 +1,4 @@
-"""agents: the DQN agent, its replay buffer, the batched training loop and run folders (checkpoints, resume)."""
+"""agents: the DQN agent, its replay buffer, the batched training loop (one seed or many) and run folders."""
 
 from agents.callbacks import Callback, EpisodeRow, EvalRow, ProgressBar
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -8,8 +8,9 @@ from agents.dqn import DivergenceError, DQNAgent
 from agents.evaluation import Evaluator, evaluate
 from agents.learner import Learner
 from agents.nstep import NStepWindows
-from agents.replay import Batch, ReplayBuffer
+from agents.replay import Batch, MemberReplay, ReplayBuffer
 from agents.schedules import linear_epsilon
+from agents.seeds import SeedBatch, SeedCallback
 from agents.train import Trainer, spawn_generators
 
 __all__ = [
@@ -24,9 +25,12 @@ __all__ = [
     "EvalRow",
     "Evaluator",
     "Learner",
+    "MemberReplay",
     "NStepWindows",
     "ProgressBar",
     "ReplayBuffer",
+    "SeedBatch",
+    "SeedCallback",
     "Trainer",
     "evaluate",
     "linear_epsilon",
