@@ -79,6 +79,7 @@ class Collector:
                              f"{self.members} envs, got {E} envs and a {type(replay).__name__}")
         self._envs_per_member = E if self.members is None else E // self.members
         self.nonfinite_members = np.zeros(0, np.int64)
+        self.active = np.ones(self.members or 1, bool)  # a stopped member's transitions are no longer stored
         self.windows = NStepWindows(E, n_step, gamma, env.obs_dim, replay.dtype)
         self.episodes = 0
         self.episode_return = np.zeros(E)
@@ -106,14 +107,23 @@ class Collector:
                                       f"env steps {env_steps + 1}..{env_steps + self.env.n_envs}")
             bad = ~(np.isfinite(step.reward) & np.isfinite(step.next_obs).all(axis=1))
             self.nonfinite_members = np.unique(np.flatnonzero(bad) // self._envs_per_member)
+        elif len(self.nonfinite_members):
+            self.nonfinite_members = self.nonfinite_members[:0]
         # Termination ends the n-step sum without a bootstrap; truncation keeps gamma^k (the time limit is not the MDP).
         t = self.windows.push(obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
         if len(t.actions):
             if self.members is None:
                 self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts)
-            else:  # each window to its own member's buffer
+            else:  # each window to its own member's buffer; none from a stopped member (its env may be non-finite)
                 members = self.windows.last_envs // self._envs_per_member
-                self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts, members)
+                keep = self.active[members]
+                if len(self.nonfinite_members):
+                    keep &= ~np.isin(members, self.nonfinite_members)
+                if keep.all():
+                    self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts, members)
+                elif keep.any():
+                    self.replay.write(t.obs[keep], t.actions[keep], t.rewards[keep], t.next_obs[keep],
+                                      t.discounts[keep], members[keep])
         self.episode_return += step.reward
         self.episode_length += 1
         done = step.terminated | step.truncated

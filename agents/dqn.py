@@ -91,6 +91,8 @@ class DQNAgent:
             Adam(config.learning_rate) if config.optimizer == "adam" else SGD(config.learning_rate, config.momentum)
         )
         self.n_updates = 0
+        self._frozen: dict[str, np.ndarray] | None = None  # stopped members' state, put back after every step
+        self.frozen = np.zeros(self.members or 0, bool)
         dtype = self.online.dtype
         self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
         self._grad_arrays = tuple(self.online.grads.values())  # per-member clipping reads these views
@@ -120,8 +122,8 @@ class DQNAgent:
             ValueError: `obs` has another shape or is not finite.
         """
         obs = np.asarray(obs, dtype=self.online.dtype)
-        if self.members is not None:
-            return self._act_members(as_batch("obs", obs, self.obs_dim, None, self.members), epsilon)
+        if self.members is not None:  # one member's non-finite observations are its own affair (its loop stops it)
+            return self._act_members(as_batch("obs", obs, self.obs_dim, None, self.members, finite=False), epsilon)
         if obs.ndim == 1:
             x = as_2d("obs", obs[None, :], self.obs_dim)  # (1, obs_dim)
             if self.rng.random() < epsilon:
@@ -227,13 +229,16 @@ class DQNAgent:
         else:
             grad_norm = clip_per_member(self._grad_arrays, self._max_norm)  # each member by its own norm, (S,)
             finite = np.isfinite(loss) & np.isfinite(grad_norm) & np.isfinite(np.add.reduce(q, axis=(1, 2)))
-            if not finite.all():
+            idle = ~finite | self.frozen
+            if idle.any():
                 for g in self._grad_arrays:
-                    g[~finite] = 0.0  # a diverged member takes no gradient; the others go on untouched
+                    g[idle] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
         self.optimizer.step_unchecked(self.online.params, self.online.grads)
         self.n_updates += 1
         if self.n_updates % self.config.target_update_interval == 0:
             self.sync_target()  # the target moves only every so often, which keeps y still
+        if self._frozen is not None:
+            self._restore_frozen()
         sums = np.add.reduce(bufs.td.stats, axis=-1, out=bufs.stat_sums)  # one reduction: Q(s, a) and |TD error|
         if self.members is None:
             q_sum, td_abs_sum = sums.tolist()
@@ -290,6 +295,27 @@ class DQNAgent:
         self.target.load_params(_strip(state, "target."))
         self.optimizer.load_state_dict(_strip(state, "optim."))
         self.n_updates = int(state["agent.n_updates"])
+
+    def freeze(self, members: np.ndarray | list[int]) -> None:
+        """Stop members of a stacked agent: from now on their networks and optimizer state never change (each
+        update puts them back), so a diverged member keeps the last parameters it had, and its checkpoint loads."""
+        self.frozen[np.asarray(members, dtype=np.int64)] = True
+        idx = np.flatnonzero(self.frozen)
+        self._frozen = {"idx": idx,
+                        **{f"online.{k}": v[idx].copy() for k, v in self.online.params.items()},
+                        **{f"target.{k}": v[idx].copy() for k, v in self.target.params.items()},
+                        **{f"{slot}.{k}": v[idx].copy() for slot, arrays in self.optimizer.state.items()
+                           for k, v in arrays.items()}}
+
+    def _restore_frozen(self) -> None:
+        frozen = self._frozen
+        idx = frozen["idx"]
+        for prefix, arrays in (("online", self.online.params), ("target", self.target.params),
+                               *self.optimizer.state.items()):
+            for k, v in arrays.items():
+                saved = frozen.get(f"{prefix}.{k}")  # optimizer slots exist only after the first step
+                if saved is not None:
+                    v[idx] = saved
 
     def member(self, s: int) -> DQNAgent:
         """Member s of a stacked agent as an unstacked agent: copies of its networks, optimizer state, update count

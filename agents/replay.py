@@ -428,6 +428,7 @@ class MemberReplay:
         # the same arrays with members and slots merged, so one flat index s * capacity + i reaches any row
         self._flat = tuple(r.reshape(S * capacity, *r.shape[2:]) for r in self._rings)
         self._offsets = (np.arange(S) * capacity)[:, None]  # (S, 1)
+        self.active = np.ones(S, bool)  # a stopped member is neither sampled nor waited for (its owner shares this)
 
     @staticmethod
     def nbytes_for(members: int, capacity: int, obs_dim: int, dtype: npt.DTypeLike = np.float32) -> int:
@@ -463,10 +464,12 @@ class MemberReplay:
             out: `empty_batch(B)`: arrays `(S, B, ...)`.
 
         Returns:
-            `out`, holding member s's batch in row s: what `buffers[s].sample(B)` would have drawn.
+            `out`, holding member s's batch in row s: what `buffers[s].sample(B)` would have drawn. A stopped member
+            (`active[s]` False) draws nothing and gets its buffer's first slot B times.
         """
-        idx = np.empty((self.members, batch_size), np.int64)
-        for s, buf in enumerate(self.buffers):  # each member draws from its own Generator, as a single run does
+        idx = np.zeros((self.members, batch_size), np.int64)
+        for s in np.flatnonzero(self.active):  # each member draws from its own Generator, as a single run does
+            buf = self.buffers[s]
             idx[s] = buf.rng.integers(0, len(buf), size=batch_size)
         idx += self._offsets
         for ring, dest in zip(self._flat, out, strict=True):
@@ -481,8 +484,9 @@ class MemberReplay:
                      np.empty((S, B), self.dtype))
 
     def __len__(self) -> int:
-        """The fewest transitions any member holds (a batch can be sampled once every member has B)."""
-        return min(len(b) for b in self.buffers)
+        """The fewest transitions an active member holds (a batch can be sampled once every one has B)."""
+        sizes = [len(b) for b, active in zip(self.buffers, self.active, strict=True) if active]
+        return min(sizes) if sizes else 0
 
 
 def available_memory() -> int | None:

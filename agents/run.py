@@ -318,6 +318,9 @@ def _build(config, env_id, seed, out_dir, total_steps, resume, save_replay, chec
             if found:
                 way = (f": resume it with --resume {files.root}, or choose another --out" if files.checkpoint.exists()
                        else " but no checkpoint.npz to resume: choose another --out (or move its files away)")
+                if any(p.is_dir() for p in files.root.glob("seed*")) and files.checkpoint.exists():
+                    way = (f" of many seeds: resume it with python scripts/train_seeds.py --resume {files.root}, or "
+                           "choose another --out")
                 raise RunFolderError(f"{found[0]}: this folder already holds a run{way}")
         logger = None
         if files is not None:  # the first writes

@@ -39,6 +39,7 @@ from agents.checkpoint import (
 from agents.config import DQNConfig
 from agents.evaluation import evaluate
 from agents.folder import RUN_FILE_NAMES, RunFiles, RunFolderError, RunLock, make_run_folder, remove_folders
+from agents.replay import MemberReplay, require_memory
 from agents.run import (
     DEFAULT_TOTAL_STEPS,
     FINAL_EVAL_SEED,
@@ -221,6 +222,10 @@ def _build(config, env_id, seeds, out_dir, total_steps, resume, checkpoint_every
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
         total_steps = DEFAULT_TOTAL_STEPS if total_steps is None else total_steps
         batch = SeedBatch(make_env or make_vec_env(env_id), config, seeds, stop=stop)  # refuses buffers too large
+        if root is not None:  # numpy has not touched the buffers' pages yet: nothing is used
+            need = MemberReplay.nbytes_for(len(seeds), config.buffer_size, batch.env.obs_dim, config.dtype)
+            require_memory(2 * need, f"{len(seeds)} seeds x buffer_size {config.buffer_size}: the replay buffers and "
+                           "their copy while the batch checkpoint saves them")
         if ckpt is not None:
             check_compatible(ckpt, batch.env.obs_dim, batch.env.n_actions, env_id)
             try:
@@ -270,8 +275,13 @@ def _refuse_used(root: Path) -> None:
     found = [root / name for name in (*BATCH_FILE_NAMES, *RUN_FILE_NAMES) if (root / name).exists()]
     found += sorted(p for p in root.glob("seed*") if p.is_dir() and any(p.iterdir()))
     if found:
-        way = (f": resume it with --resume {root}, or choose another --out" if (root / "checkpoint.npz").exists()
-               else ": choose another --out (or move its files away)")
+        single = (root / "checkpoint.npz").exists() and not any(p.is_dir() for p in root.glob("seed*"))
+        if single:
+            way = f" of one seed: resume it with {SINGLE_RUN_COMMAND} {root}, or choose another --out"
+        elif (root / "checkpoint.npz").exists():
+            way = f": resume it with {BATCH_COMMAND} {root}, or choose another --out"
+        else:
+            way = ": choose another --out (or move its files away)"
         raise RunFolderError(f"{found[0]}: this folder already holds a run{way}")
 
 
@@ -428,8 +438,10 @@ def read_seed_folders(roots: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
     return [summaries[k] for k in sorted(summaries)], curves
 
 
-def _final_evaluation(batch: SeedBatch, episodes: int, make_env: MakeEnv) -> tuple[np.ndarray, np.ndarray]:
-    """Every member's final and best model over `episodes` greedy episodes each: `(S, episodes)` twice.
+def _final_evaluation(batch: SeedBatch, episodes: int,
+                      make_env: MakeEnv) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every member's final and best model over `episodes` greedy episodes each: `(S, episodes)` twice (the second
+    None when no evaluation ran during training, so that no member has a best model).
 
     Member s's episodes start from the reset seeds a single run of its seed uses in its final evaluation, so its
     final-model returns are that run's; the best model is scored on the same episodes.
@@ -441,10 +453,11 @@ def _final_evaluation(batch: SeedBatch, episodes: int, make_env: MakeEnv) -> tup
         final = evaluate(agent, env, episodes, first)
         current = agent.online.flat_params.copy()
         best = batch.evaluator.best_params
+        best_model = None  # no evaluation during training: no best model (and no best.npz)
         if best is not None:
             agent.online.load_params(best)
-        best_model = evaluate(agent, env, episodes, first)
-        np.copyto(agent.online.flat_params, current)
+            best_model = evaluate(agent, env, episodes, first)
+            np.copyto(agent.online.flat_params, current)
     finally:
         getattr(env, "close", lambda: None)()
     return final, best_model

@@ -217,7 +217,8 @@ class SeedBatch:
                                          config.eval_episodes, config.eval_freq, self.seeds, solve_threshold)
         self.callbacks: list[SeedCallback] = [self.evaluator, *callbacks]
         self.env_steps = 0
-        self.active = np.ones(S, bool)
+        # shared: the collector stores nothing more for a stopped member, and its buffer is neither sampled nor waited for
+        self.active = self.collector.active = self.replay.active = np.ones(S, bool)
         self.stopped: dict[int, str] = {}
         self.episodes = np.zeros(S, np.int64)  # training episodes finished per member
         self.last_episode: list[EpisodeRow | None] = [None] * S
@@ -293,6 +294,7 @@ class SeedBatch:
             if self.active[s]:
                 self.active[s] = False
                 self.stopped[s] = reason
+                self.agent.freeze([s])  # its parameters stay as they were; no more transitions are stored for it
                 self.emit("on_stopped", s, reason)
 
     def _end_episode(self, s: int, episode_return: float, length: int) -> None:
@@ -383,8 +385,10 @@ class SeedBatch:
                 cb.load_state_dict(state["callbacks"][cb.name])
         self.env_steps = int(state["env_steps"])
         self.train_seconds = float(state["train_seconds"])
-        self.active = np.array(state["active"], bool)
+        self.active[...] = np.array(state["active"], bool)
         self.stopped = {int(s): reason for s, reason in state["stopped"].items()}
+        if self.stopped:
+            self.agent.freeze(sorted(self.stopped))
         self.episodes = np.array(state["episodes"], np.int64)
         self.last_episode = [None if row is None else EpisodeRow(*row) for row in state["last_episode"]]
         self.learner.last_metrics = {k: np.array(v) for k, v in state["last_metrics"].items()}

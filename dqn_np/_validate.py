@@ -16,16 +16,22 @@ def as_2d(name: str, x: np.ndarray, n_cols: int | None = None, dtype: np.dtype |
 
 
 def as_batch(
-    name: str, x: np.ndarray, n_cols: int, dtype: np.dtype | None = None, members: int | None = None
+    name: str, x: np.ndarray, n_cols: int, dtype: np.dtype | None = None, members: int | None = None,
+    finite: bool = True,
 ) -> np.ndarray:
-    """`as_2d` for an unstacked network (`members` None); for S members a finite `(S, batch, n_cols)` array."""
+    """`as_2d` for an unstacked network (`members` None); for S members a finite `(S, batch, n_cols)` array.
+
+    With `finite=False` a stacked array's values are not checked (a member stopped for non-finite input must not
+    stop the others).
+    """
     if members is None:
         return as_2d(name, x, n_cols, dtype)
     x = np.asarray(x, dtype=dtype)
     if x.ndim != 3 or x.shape[0] != members or x.shape[1] == 0 or x.shape[2] != n_cols:
         raise ValueError(f"{name} must have shape (members, batch, {n_cols}) = ({members}, batch, {n_cols}) with "
                          f"batch >= 1, got shape {x.shape}")
-    check_finite(name, x)
+    if finite:
+        check_finite(name, x)
     return x
 
 

@@ -604,3 +604,66 @@ def test_member_save_then_load_is_that_member(tmp_path, dtype):
         assert loaded.rng.bit_generator.state == stacked.rng[s].bit_generator.state
     with pytest.raises(ValueError, match="member index"):
         stacked.member(S)
+
+
+class _PoisonedEnv(envs.VecEnv):
+    """Member 1's env (slot 1 of two) returns a NaN observation or reward from its `at`-th step on (training env)."""
+
+    def __init__(self, env_id, n_envs, rng, what: str, at: int) -> None:
+        super().__init__(env_id, n_envs, rng)
+        self.what, self.at, self.calls = what, at, 0
+
+    def step(self, actions):
+        out = super().step(actions)
+        self.calls += 1
+        if self.n_envs == 2 and self.calls >= self.at:
+            if self.what == "obs":
+                out.next_obs[1] = np.nan
+                self.obs = self.obs.copy()
+                self.obs[1] = np.nan  # what a NaN physics state gives: the next observation is NaN too
+            else:
+                out.reward[1] = np.nan
+        return out
+
+
+def _one_env_config() -> DQNConfig:
+    return DQNConfig(hidden_sizes=(8,), n_envs=1, batch_size=8, learning_starts=8, buffer_size=100, eval_freq=0,
+                     eval_episodes=1, train_freq=1, gradient_steps=1, dtype="float64")
+
+
+@pytest.mark.parametrize("what", ["obs", "reward"])
+def test_a_member_whose_env_turns_non_finite_is_frozen_and_its_checkpoint_loads(what):
+    def make(n, rng):
+        return _PoisonedEnv(CARTPOLE, n, rng, what, at=12)
+
+    batch = SeedBatch(make, _one_env_config(), [0, 1])
+    batch.run(20)  # a NaN observation used to crash every member at the next act; now only member 1 stops
+    assert not batch.active[1] and "non-finite" in batch.stopped[1] and batch.active[0]
+    frozen = {k: v[1].copy() for k, v in batch.agent.online.params.items()}
+    moments = {k: v[1].copy() for k, v in batch.agent.optimizer.state["m"].items()}
+    stored = len(batch.replay.buffers[1])
+    batch.run(200)
+    assert batch.env_steps == 200 and batch.agent.n_updates > 150
+    for k, v in batch.agent.online.params.items():  # a stopped member never changes again
+        np.testing.assert_array_equal(v[1], frozen[k])
+        np.testing.assert_array_equal(batch.agent.optimizer.state["m"][k][1], moments[k])
+        assert np.isfinite(v[0]).all()
+    assert len(batch.replay.buffers[1]) == stored  # nothing more stored for it, and nothing non-finite before
+    state = batch.replay.buffers[1].state_dict()
+    assert all(np.isfinite(state[k]).all() for k in ("obs", "rewards", "next_obs"))
+    resumed = SeedBatch(make, _one_env_config(), [0, 1])
+    resumed.load_state_dict(unflatten_state(*flatten_state(batch.state_dict())))  # used to refuse NaN replay rows
+    assert resumed.stopped == batch.stopped and resumed.agent.frozen.tolist() == [False, True]
+
+
+def test_a_stopped_member_with_a_small_buffer_does_not_hold_the_others_back():
+    def make(n, rng):
+        return _PoisonedEnv(CARTPOLE, n, rng, "reward", at=3)  # member 1 stops with 2 transitions, below B = 8
+
+    batch = SeedBatch(make, _one_env_config(), [0, 1])
+    batch.run(100)
+    assert batch.stopped and len(batch.replay.buffers[1]) < 8
+    single = Trainer(make_env, _one_env_config(), seed=0)
+    single.run(100)
+    assert batch.agent.n_updates == single.agent.n_updates > 80  # member 0 trains as it would alone
+    assert_params_equal(member_params(batch, 0), single.agent.online.params)

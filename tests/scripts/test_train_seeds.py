@@ -420,3 +420,36 @@ def test_api_without_a_folder_writes_nothing(tmp_path: Path, monkeypatch) -> Non
     assert result["aggregate"]["fraction_solved"]["n"] == 2
     assert result["aggregate"]["seeds"] == [0, 1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_evaluation_no_best_model_is_claimed(tmp_path: Path) -> None:
+    out = tmp_path / "batch"
+    args = [a if a != "500" else "0" for a in TINY]  # --eval-freq 0
+    proc = ok(*args, "--seeds", "0-1", "--total-steps", "400", "--out", str(out))
+    assert not any((out / f"seed{k}" / "best.npz").exists() for k in (0, 1))
+    aggregate = load_json(out / "aggregate.json")
+    assert aggregate["best_model_at_threshold"]["episodes"] is None and "best_model_eval_mean" not in aggregate
+    assert "best.npz >=" not in proc.stdout
+    assert all(load_json(out / f"seed{k}" / "summary.json")["best_model_eval_mean"] is None for k in (0, 1))
+
+
+def test_buffers_that_fit_but_not_twice_are_refused_as_a_single_run_is(tmp_path: Path) -> None:
+    available = available_memory()
+    if available is None:
+        pytest.skip("the memory available is unknown here")
+    per_transition = MemberReplay.nbytes_for(1, 1, 4, "float32")
+    buffer_size = int(0.7 * available / per_transition)  # fits once, not with its checkpoint copy
+    out = tmp_path / "batch"
+    need = 2 * MemberReplay.nbytes_for(1, buffer_size, 4, "float32")
+    one_line(run(*TINY, "--seeds", "0", "--buffer-size", str(buffer_size), "--total-steps", "8", "--out", str(out)),
+             f"{need} bytes", "checkpoint")
+    assert not out.exists()
+
+
+def test_a_fresh_run_into_the_other_commands_folder_names_that_command(batch01, tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    ok(*TINY, "--total-steps", "400", "--out", str(single), script=SINGLE_SCRIPT)
+    one_line(run(*TINY, "--seeds", "0-1", "--total-steps", "400", "--out", str(single)),
+             "python scripts/train_cartpole.py --resume", str(single))
+    one_line(run(*TINY, "--total-steps", "400", "--out", str(batch01), script=SINGLE_SCRIPT),
+             "python scripts/train_seeds.py --resume", str(batch01), prog="train_cartpole.py")
