@@ -217,7 +217,7 @@ class SeedBatch:
                                          config.eval_episodes, config.eval_freq, self.seeds, solve_threshold)
         self.callbacks: list[SeedCallback] = [self.evaluator, *callbacks]
         self.env_steps = 0
-        # shared: the collector stores nothing more for a stopped member, and its buffer is neither sampled nor waited for
+        # shared: nothing more is stored for a stopped member, and its buffer is neither sampled nor waited for
         self.active = self.collector.active = self.replay.active = np.ones(S, bool)
         self.stopped: dict[int, str] = {}
         self.episodes = np.zeros(S, np.int64)  # training episodes finished per member
