@@ -36,7 +36,7 @@ def as_typed(command: str) -> list[str]:
     argv[0] = sys.executable
     if argv[1].startswith("scripts/"):
         argv[1] = str(ROOT / argv[1])
-    if argv[1].endswith("train_cartpole.py"):
+    if argv[1].endswith(("train_cartpole.py", "train_seeds.py")):
         argv += SHORT_TRAINING
     return argv
 
@@ -46,7 +46,7 @@ def test_every_step_is_a_python_command() -> None:
     assert commands, "the tutorial shows no commands"
     assert all(command.startswith("python ") for command in commands), "the test runs only python commands"
     for step in ("scripts/backprop_demo.py", "--bug delta2-sign", "--compare-losses", "scripts/gradcheck_td.py",
-                 "scripts/train_cartpole.py", "scripts/evaluate.py runs/tutorial/best.npz"):
+                 "scripts/train_cartpole.py", "scripts/evaluate.py runs/tutorial/best.npz", "scripts/train_seeds.py"):
         assert any(step in command for command in commands), f"no step runs {step}"
     train = next(command for command in commands if "train_cartpole.py" in command)
     assert "--out runs/tutorial" in train, "step 6 reads the folder that step 5 writes"
@@ -65,3 +65,5 @@ def test_every_command_runs_with_the_status_the_page_gives(tmp_path: Path) -> No
         assert (run / name).is_file(), name
     if importlib.util.find_spec("matplotlib") is not None:
         assert (run / "learning_curve.png").is_file()
+    batch = tmp_path / "runs" / "five"  # step 7: five seeds, each with a run folder of its own, and their aggregate
+    assert (batch / "aggregate.json").is_file() and all((batch / f"seed{k}" / "best.npz").is_file() for k in range(5))
