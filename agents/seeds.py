@@ -29,8 +29,7 @@ from agents.dqn import DQNAgent
 from agents.evaluation import EVAL_SEED_OFFSET, MIN_SOLVE_EPISODES, evaluate
 from agents.learner import Learner
 from agents.replay import MemberReplay, require_memory
-from agents.schedules import linear_epsilon
-from agents.train import MakeEnv, StopFlag, spawn_generators
+from agents.train import MakeEnv, StopFlag, TrainingLoop, spawn_generators
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -170,7 +169,7 @@ class MemberEvaluator(SeedCallback):
         self.seconds = float(state["seconds"])
 
 
-class SeedBatch:
+class SeedBatch(TrainingLoop):
     """DQN on S seeds at once, each with E environments, periodic greedy evaluation and its own best model.
 
     Args:
@@ -229,20 +228,9 @@ class SeedBatch:
         self._clock = (time.perf_counter(), 0.0, 0.0)
 
     @property
-    def epsilon(self) -> float:
-        """Exploration probability at the current environment step (the same schedule for every member)."""
-        cfg = self.config
-        return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
-
-    @property
     def n_solved(self) -> int:
         """Members that have solved so far."""
         return sum(step is not None for step in self.evaluator.solved_at_step)
-
-    def emit(self, event: str, *args: Any) -> None:
-        """Call `event` on every callback, in order."""
-        for callback in self.callbacks:
-            getattr(callback, event)(self, *args)
 
     def run(self, total_steps: int) -> list[dict[str, Any]]:
         """Train until `env_steps >= total_steps` (per member), `stop` is set, or every member has stopped.
@@ -306,11 +294,6 @@ class SeedBatch:
                          round(self.train_seconds, 4))
         self.last_episode[s] = row
         self.emit("on_episode", s, row)
-
-    def sync_time(self) -> None:
-        """train_seconds = earlier sessions' total + time since this `run` began, evaluation excluded."""
-        t_start, eval_before, train_before = self._clock
-        self.train_seconds = train_before + time.perf_counter() - t_start - (self.evaluator.seconds - eval_before)
 
     # --- results and persistence ------------------------------------------------------------------------------
 

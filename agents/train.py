@@ -66,7 +66,38 @@ def spawn_generators(seed: int) -> dict[str, np.random.Generator]:
             for name, s in zip(GENERATORS, np.random.SeedSequence(seed).spawn(len(GENERATORS)), strict=True)}
 
 
-class Trainer:
+class TrainingLoop:
+    """What the training loops share (`Trainer` for one seed, `agents.seeds.SeedBatch` for many): the epsilon
+    schedule, event dispatch to callbacks, and the clock of training time (evaluation excluded).
+
+    Subclasses set `config`, `env_steps`, `callbacks`, `evaluator` (with `seconds`), `train_seconds` and `_clock`.
+    """
+
+    config: DQNConfig
+    env_steps: int
+    callbacks: list[Any]
+    evaluator: Any
+    train_seconds: float
+    _clock: tuple[float, float, float]
+
+    @property
+    def epsilon(self) -> float:
+        """Exploration probability at the current environment step (for a batch: the same for every member)."""
+        cfg = self.config
+        return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call `event` (`on_step`, `on_episode`, `on_eval`, ...) on every callback, in order."""
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    def sync_time(self) -> None:
+        """train_seconds = earlier sessions' total + time since this `run` began, evaluation excluded."""
+        t_start, eval_before, train_before = self._clock
+        self.train_seconds = train_before + time.perf_counter() - t_start - (self.evaluator.seconds - eval_before)
+
+
+class Trainer(TrainingLoop):
     """DQN on E environments with periodic greedy evaluation on separate ones.
 
     Args:
@@ -125,12 +156,6 @@ class Trainer:
         self._clock = (time.perf_counter(), 0.0, 0.0)  # (run start, evaluation seconds then, train_seconds then)
 
     @property
-    def epsilon(self) -> float:
-        """Exploration probability at the current environment step."""
-        cfg = self.config
-        return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
-
-    @property
     def stop_requested(self) -> str | None:
         """Why `run` is to end after its current step (`stop.reason`); assign a reason to ask, None to take it back."""
         return self.stop.reason
@@ -149,11 +174,6 @@ class Trainer:
         """Seconds per phase in this process; `train` excludes evaluation and covers earlier sessions too."""
         return {"collect": self.collect_seconds, **self.learner.seconds, "evaluate": self.evaluator.seconds,
                 "train": self.train_seconds}
-
-    def emit(self, event: str, *args: Any) -> None:
-        """Call `event` (`on_step`, `on_episode`, `on_eval`, ...) on every callback, in order."""
-        for callback in self.callbacks:
-            getattr(callback, event)(self, *args)
 
     def run(self, total_steps: int) -> dict[str, Any]:
         """Train until `env_steps >= total_steps` (the run's total, also after resuming) or `stop_requested`.
@@ -199,11 +219,6 @@ class Trainer:
         self.last_episode = EpisodeRow(number, self.env_steps, episode_return, length, self.epsilon,
                                        round(self.train_seconds, 4))
         self.emit("on_episode", self.last_episode)
-
-    def sync_time(self) -> None:
-        """train_seconds = earlier sessions' total + time since this `run` began, evaluation excluded."""
-        t_start, eval_before, train_before = self._clock
-        self.train_seconds = train_before + time.perf_counter() - t_start - (self.evaluator.seconds - eval_before)
 
     # --- results and persistence ------------------------------------------------------------------------------
 
