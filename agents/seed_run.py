@@ -439,7 +439,7 @@ def read_seed_folders(roots: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
 
 
 def _final_evaluation(batch: SeedBatch, episodes: int,
-                      make_env: MakeEnv) -> tuple[np.ndarray, np.ndarray | None]:
+                      make_env: MakeEnv) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Every member's final and best model over `episodes` greedy episodes each: `(S, episodes)` twice (the second
     None when no evaluation ran during training, so that no member has a best model).
 
@@ -450,16 +450,19 @@ def _final_evaluation(batch: SeedBatch, episodes: int,
     first = FINAL_EVAL_SEED + np.array(batch.seeds, np.int64)
     env = make_env(S * min(episodes, MAX_EVAL_ENVS), [np.random.default_rng(int(f)) for f in first])
     try:
-        final = evaluate(agent, env, episodes, first)
+        stopped = batch.stop.__bool__  # a signal ends the evaluation after its current vector step
+        final = evaluate(agent, env, episodes, first, should_stop=stopped)
         current = agent.online.flat_params.copy()
         best = batch.evaluator.best_params
         best_model = None  # no evaluation during training: no best model (and no best.npz)
-        if best is not None:
+        if best is not None and not batch.stop:
             agent.online.load_params(best)
-            best_model = evaluate(agent, env, episodes, first)
+            best_model = evaluate(agent, env, episodes, first, should_stop=stopped)
             np.copyto(agent.online.flat_params, current)
     finally:
         getattr(env, "close", lambda: None)()
+    if batch.stop:  # cut short: no figure over fewer episodes than asked
+        return None, None
     return final, best_model
 
 
