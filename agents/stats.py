@@ -316,11 +316,13 @@ def plot_aggregate(curves: dict[int, tuple[np.ndarray, np.ndarray]], steps_to_so
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     try:
         for j, (steps, returns) in enumerate(curves.values()):
-            left.plot(steps, returns, lw=0.7, alpha=0.3, color="tab:blue", label="one seed" if j == 0 else None)
+            faint = min(0.3, 6.0 / len(curves))  # a hundred seeds must not hide the band
+            left.plot(steps, returns, lw=0.5, alpha=faint, color="gray", label="one seed" if j == 0 else None)
         if band.steps.size:
-            left.fill_between(band.steps, band.lower, band.upper, color="tab:blue", alpha=0.2, lw=0,
+            left.fill_between(band.steps, band.lower, band.upper, color="tab:blue", alpha=0.35, lw=0, zorder=3,
                               label=f"{CONFIDENCE:.0%} bootstrap CI")
-            left.plot(band.steps, band.center, lw=2.2, color="tab:blue", label=f"IQM over {len(curves)} seeds")
+            left.plot(band.steps, band.center, lw=2.2, color="tab:blue", zorder=4,
+                      label=f"IQM over {len(curves)} seeds")
         else:
             left.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=left.transAxes)
         if threshold is not None:
