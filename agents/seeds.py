@@ -219,6 +219,7 @@ class SeedBatch(TrainingLoop):
         # shared: nothing more is stored for a stopped member, and its buffer is neither sampled nor waited for
         self.active = self.collector.active = self.replay.active = np.ones(S, bool)
         self.stopped: dict[int, str] = {}
+        self.stopped_at: dict[int, tuple[int, int]] = {}  # member -> (env steps, updates) when it was stopped
         self.episodes = np.zeros(S, np.int64)  # training episodes finished per member
         self.last_episode: list[EpisodeRow | None] = [None] * S
         self.train_seconds = 0.0
@@ -282,6 +283,7 @@ class SeedBatch(TrainingLoop):
             if self.active[s]:
                 self.active[s] = False
                 self.stopped[s] = reason
+                self.stopped_at[s] = (self.env_steps, self.agent.n_updates)
                 self.agent.freeze([s])  # its parameters stay as they were; no more transitions are stored for it
                 self.emit("on_stopped", s, reason)
 
@@ -301,13 +303,14 @@ class SeedBatch(TrainingLoop):
         """Member s's summary, with the keys of a single run's (`Trainer.summary`) plus `status` and `error`."""
         metrics = self.learner.last_metrics
         last = self.last_episode[s]
+        env_steps, updates = self.stopped_at.get(s, (self.env_steps, self.agent.n_updates))
         return {
             "seed": self.seeds[s],
             "status": "diverged" if s in self.stopped else ("interrupted" if self.stop else "completed"),
             "error": self.stopped.get(s),
-            "env_steps": self.env_steps,
+            "env_steps": env_steps,  # a stopped member's count ends where it stopped
             "episodes": int(self.episodes[s]),
-            "updates": self.agent.n_updates,
+            "updates": updates,
             "n_envs": self.config.n_envs,
             "train_seconds": round(self.train_seconds, 4),
             **self.evaluator.summary(s),
@@ -335,6 +338,7 @@ class SeedBatch(TrainingLoop):
             "train_seconds": self.train_seconds,
             "active": self.active.copy(),
             "stopped": {str(s): reason for s, reason in self.stopped.items()},
+            "stopped_at": {str(s): list(at) for s, at in self.stopped_at.items()},
             "episodes": self.episodes.copy(),
             "last_episode": [None if row is None else list(row) for row in self.last_episode],
             "last_metrics": {k: np.asarray(v) for k, v in self.learner.last_metrics.items()},
@@ -370,6 +374,7 @@ class SeedBatch(TrainingLoop):
         self.train_seconds = float(state["train_seconds"])
         self.active[...] = np.array(state["active"], bool)
         self.stopped = {int(s): reason for s, reason in state["stopped"].items()}
+        self.stopped_at = {int(s): (int(a), int(b)) for s, (a, b) in state["stopped_at"].items()}
         if self.stopped:
             self.agent.freeze(sorted(self.stopped))
         self.episodes = np.array(state["episodes"], np.int64)

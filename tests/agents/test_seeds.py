@@ -214,6 +214,8 @@ def test_a_diverged_member_is_stopped_and_the_others_go_on_untouched(how):
     assert what in batch.stopped[1] and f"env step {poison_step + E}" in batch.stopped[1]  # the first bad step
     assert [(m, reason) for m, reason, _ in recorder.stopped] == [(1, batch.stopped[1])]
     assert summaries[1]["status"] == "diverged" and summaries[1]["error"] == batch.stopped[1]
+    assert summaries[1]["env_steps"] == poison_step + E < total  # its count ends where it stopped
+    assert summaries[1]["updates"] < batch.agent.n_updates
     assert [summaries[s]["status"] for s in (0, 2)] == ["completed", "completed"]
     assert summaries[0]["error"] is None and summaries[2]["error"] is None
     # the stopped member counts no more episodes and gets no more evaluation rows
