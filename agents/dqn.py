@@ -153,20 +153,21 @@ class DQNAgent:
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """argmax_a Q(obs, a) for `obs: (E, obs_dim)` -> `(E,)` int64 (stacked: `(S, E, obs_dim)` -> `(S, E)`).
 
-        One forward pass; draws nothing.
+        One forward pass; draws nothing. As in `act`, a stacked agent does not refuse one member's non-finite input.
         """
-        obs = as_batch("obs", np.asarray(obs, dtype=self.online.dtype), self.obs_dim, None, self.members)
+        obs = as_batch("obs", np.asarray(obs, dtype=self.online.dtype), self.obs_dim, None, self.members,
+                       finite=False)
         return self.online.forward_unchecked(obs).argmax(axis=-1)
 
     def td_targets(self, batch: Batch) -> np.ndarray:
-        """`y = R + discount * Q_target(s', a')`, shape `(B,)`, treated as a constant; a new array.
+        """`y = R + discount * Q_target(s', a')`, shape `(B,)` (stacked: `(S, B)`), treated as a constant; a new array.
 
         For one step, `discount = gamma * (1 - terminated)`: the familiar `y = r + gamma (1 - terminated) Q'`.
         With Double DQN, `a' = argmax_a Q_online(s', a)`; otherwise `a' = argmax_a Q_target(s', a)`.
         Truncated transitions keep `discount = gamma^k`, so they bootstrap.
         """
         batch = self._check_batch(batch)
-        return self._td_targets(batch, self._buffers.get(len(batch.actions))).copy()
+        return self._td_targets(batch, self._buffers.get(batch.actions.shape[-1])).copy()
 
     def _td_targets(self, batch: Batch, bufs: _UpdateBuffers) -> np.ndarray:
         q_next_target = self.target.forward_unchecked(batch.next_obs)  # Q'(s', .): (B, A), stacked (S, B, A)

@@ -669,3 +669,14 @@ def test_a_stopped_member_with_a_small_buffer_does_not_hold_the_others_back():
     single.run(100)
     assert batch.agent.n_updates == single.agent.n_updates > 80  # member 0 trains as it would alone
     assert_params_equal(member_params(batch, 0), single.agent.online.params)
+
+
+def test_stacked_td_targets_are_each_members_own():
+    cfg = small_config(dtype="float64")
+    stacked, singles = stacked_and_singles(3, cfg)
+    batch = random_batch(np.random.default_rng(5), (3, 7))
+    y = stacked.td_targets(batch)
+    assert y.shape == (3, 7)
+    for s, single in enumerate(singles):
+        member_batch = Batch(*(a[s] for a in batch))
+        np.testing.assert_allclose(y[s], single.td_targets(member_batch), rtol=1e-12, atol=1e-12)
