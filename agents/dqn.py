@@ -27,7 +27,7 @@ from dqn_np import MLP, SGD, Adam
 from dqn_np._buffers import BufferCache
 from dqn_np._validate import as_2d, as_batch
 from dqn_np.losses import TDBuffers, td_loss_unchecked
-from dqn_np.optim import clip_by_global_norm, clip_per_member
+from dqn_np.optim import clip_per_member
 
 if TYPE_CHECKING:
     from agents.checkpoint import Checkpoint
@@ -95,7 +95,9 @@ class DQNAgent:
         self.frozen = np.zeros(self.members or 0, bool)
         dtype = self.online.dtype
         self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
-        self._grad_arrays = tuple(self.online.grads.values())  # per-member clipping reads these views
+        # per-member clipping reads these views; an unstacked agent is one member (the same sums, the same bits)
+        grads = tuple(self.online.grads.values())
+        self._grad_arrays = grads if self.members is not None else tuple(g[None] for g in grads)
         self._max_norm = config.max_grad_norm or math.inf  # 0 disables clipping; the norm is still measured
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -221,14 +223,15 @@ class DQNAgent:
         n = batch.actions.shape[-1]
         bufs = self._buffers.get(n)
         loss, q = self._gradients(batch, bufs)
+        # Clipping bounds the step when one TD error is huge; each member by its own norm (an unstacked agent is one).
+        norms = clip_per_member(self._grad_arrays, self._max_norm)
         if self.members is None:
-            # Clipping bounds the step when one TD error is huge; one dot product on the flat gradient buffer.
-            grad_norm = clip_by_global_norm((self.online.flat_grads,), self._max_norm)
+            grad_norm = float(norms[0])
             # A non-finite y or Q(s, a) makes the loss non-finite; the sum catches Q of actions not taken.
             if not (math.isfinite(loss) and math.isfinite(grad_norm) and math.isfinite(np.add.reduce(q, axis=None))):
                 raise self._divergence(bufs, q, loss, grad_norm)
         else:
-            grad_norm = clip_per_member(self._grad_arrays, self._max_norm)  # each member by its own norm, (S,)
+            grad_norm = norms  # (S,)
             finite = np.isfinite(loss) & np.isfinite(grad_norm) & np.isfinite(np.add.reduce(q, axis=(1, 2)))
             idle = ~finite | self.frozen
             if idle.any():

@@ -680,3 +680,16 @@ def test_stacked_td_targets_are_each_members_own():
     for s, single in enumerate(singles):
         member_batch = Batch(*(a[s] for a in batch))
         np.testing.assert_allclose(y[s], single.td_targets(member_batch), rtol=1e-12, atol=1e-12)
+
+
+def test_in_float32_with_clipping_a_member_is_bit_identical_to_its_single_run():
+    # max_grad_norm 1 keeps clipping active: an unstacked agent computes its norm as a stacked one of one member does
+    cfg = DQNConfig(hidden_sizes=(32, 32), n_envs=4, batch_size=32, learning_starts=200, train_freq=8,
+                    gradient_steps=8, eval_freq=0, max_grad_norm=1.0, dtype="float32")
+    single = Trainer(make_env, cfg, seed=4)
+    single.run(1200)
+    batch = SeedBatch(make_env, cfg, [9, 4])
+    batch.run(1200)
+    assert single.agent.n_updates == batch.agent.n_updates > 900
+    assert single.learner.last_metrics["grad_norm"] > 1.0  # the last step was clipped
+    assert_params_equal(member_params(batch, 1), single.agent.online.params)
