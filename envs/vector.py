@@ -423,7 +423,7 @@ class VecEnv:
             reason = "the saved state holds no environment state"
         else:
             restored = self._backend.load_state_dict(state, episode_seeds)
-            if restored is None or not np.array_equal(restored, obs):
+            if restored is None or not np.array_equal(restored, obs, equal_nan=True):
                 reason = "replaying the episode from its seed did not reproduce the saved observations"
         if reason is not None:
             warnings.warn(
