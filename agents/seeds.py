@@ -365,13 +365,7 @@ class SeedBatch(TrainingLoop):
         for s, (b, rng_state) in enumerate(zip(self.replay.buffers, state["rng"]["replay"], strict=True)):
             b.load_state_dict(state["replay"][str(s)])
             b.rng.bit_generator.state = rng_state
-        if not self.collector.load_state_dict(state["collector"]):
-            warnings.append("the environments' state could not be restored exactly: they start fresh episodes")
-        for cb in self.callbacks:
-            if hasattr(cb, "load_state_dict") and cb.name in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][cb.name])
-        self.env_steps = int(state["env_steps"])
-        self.train_seconds = float(state["train_seconds"])
+        warnings += self._load_loop_state(state)
         self.active[...] = np.array(state["active"], bool)
         self.stopped = {int(s): reason for s, reason in state["stopped"].items()}
         self.stopped_at = {int(s): (int(a), int(b)) for s, (a, b) in state["stopped_at"].items()}
@@ -380,5 +374,4 @@ class SeedBatch(TrainingLoop):
         self.episodes = np.array(state["episodes"], np.int64)
         self.last_episode = [None if row is None else EpisodeRow(*row) for row in state["last_episode"]]
         self.learner.last_metrics = {k: np.array(v) for k, v in state["last_metrics"].items()}
-        self._started = True
         return warnings

@@ -70,14 +70,17 @@ class TrainingLoop:
     """What the training loops share (`Trainer` for one seed, `agents.seeds.SeedBatch` for many): the epsilon
     schedule, event dispatch to callbacks, and the clock of training time (evaluation excluded).
 
-    Subclasses set `config`, `env_steps`, `callbacks`, `evaluator` (with `seconds`), `train_seconds` and `_clock`.
+    Subclasses set `config`, `env_steps`, `callbacks`, `evaluator` (with `seconds`), `collector`, `train_seconds`,
+    `_started` and `_clock`.
     """
 
     config: DQNConfig
     env_steps: int
     callbacks: list[Any]
     evaluator: Any
+    collector: Collector
     train_seconds: float
+    _started: bool
     _clock: tuple[float, float, float]
 
     @property
@@ -95,6 +98,23 @@ class TrainingLoop:
         """train_seconds = earlier sessions' total + time since this `run` began, evaluation excluded."""
         t_start, eval_before, train_before = self._clock
         self.train_seconds = train_before + time.perf_counter() - t_start - (self.evaluator.seconds - eval_before)
+
+    def _load_loop_state(self, state: dict[str, Any]) -> list[str]:
+        """Restore what both loops save alike: the collector (envs, n-step windows), the callbacks and the counters.
+
+        Returns:
+            A warning line if the environments could not be restored exactly (they then start fresh episodes).
+        """
+        warnings = []
+        if not self.collector.load_state_dict(state["collector"]):
+            warnings.append("the environments' state could not be restored exactly: they start fresh episodes")
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and cb.name in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.name])
+        self.env_steps = int(state["env_steps"])
+        self.train_seconds = float(state["train_seconds"])
+        self._started = True
+        return warnings
 
 
 class Trainer(TrainingLoop):
@@ -280,14 +300,7 @@ class Trainer(TrainingLoop):
         else:
             warnings.append("the checkpoint holds no replay buffer: it refills before training goes on, so this "
                             "run will differ from an uninterrupted one")
-        if not self.collector.load_state_dict(state["collector"]):
-            warnings.append("the environments' state could not be restored exactly: they start fresh episodes")
-        for cb in self.callbacks:
-            if hasattr(cb, "load_state_dict") and cb.name in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][cb.name])
-        self.env_steps = int(state["env_steps"])
-        self.train_seconds = float(state["train_seconds"])
+        warnings += self._load_loop_state(state)
         self.last_episode = None if state["last_episode"] is None else EpisodeRow(*state["last_episode"])
         self.learner.last_metrics = dict(state["last_metrics"])
-        self._started = True
         return warnings
