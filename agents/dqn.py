@@ -211,8 +211,8 @@ class DQNAgent:
         """One gradient step on a batch; returns metrics `loss`, `q_mean`, `grad_norm`, `td_abs`.
 
         A stacked agent returns each metric as `(S,)`, plus `finite: (S,)` bool: a member whose TD target, Q-value,
-        loss or gradient is not finite has its gradient zeroed for this step (its caller stops it), and no other
-        member notices.
+        loss or gradient is not finite is frozen (`freeze`) before the optimizer step, so neither this step nor any
+        later one changes its parameters, target or optimizer state; no other member notices.
 
         Raises:
             ValueError: the batch's arrays do not have the shapes of B transitions for this agent.
@@ -233,10 +233,11 @@ class DQNAgent:
         else:
             grad_norm = norms  # (S,)
             finite = np.isfinite(loss) & np.isfinite(grad_norm) & np.isfinite(np.add.reduce(q, axis=(1, 2)))
-            idle = ~finite | self.frozen
-            if idle.any():
+            if not finite[~self.frozen].all():  # freeze before the step: the step must not move them either
+                self.freeze(np.flatnonzero(~finite & ~self.frozen))
+            if self._frozen is not None:
                 for g in self._grad_arrays:
-                    g[idle] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
+                    g[self.frozen] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
         self.optimizer.step_unchecked(self.online.params, self.online.grads)
         self.n_updates += 1
         if self.n_updates % self.config.target_update_interval == 0:
