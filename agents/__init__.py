@@ -1,17 +1,32 @@
-"""agents: the DQN agent, its replay buffer, the batched training loop (one seed or many) and run folders."""
+"""agents: the DQN agent and the one training engine, in four rooms whose imports follow the data flow.
 
-from agents.callbacks import Callback, EpisodeRow, EvalRow, ProgressBar
-from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.collector import Collector
-from agents.config import DQNConfig
-from agents.dqn import DivergenceError, DQNAgent
-from agents.evaluation import Evaluator, evaluate
-from agents.learner import Learner
-from agents.nstep import NStepWindows
-from agents.replay import Batch, MemberReplay, ReplayBuffer
-from agents.schedules import linear_epsilon
-from agents.seeds import SeedBatch, SeedCallback
-from agents.train import Trainer, spawn_generators
+    config.py, validate.py   the hyperparameters (`DQNConfig`, `config_for`) and the one module of validators
+    algo/     the DQN update: targets, TD loss, backward, clip, step; schedules       imports data
+    data/     replay buffers with a member axis, n-step windows                       imports neither
+    loop/     collector, learner, events and callbacks, evaluation, progress, Engine  imports algo, data
+    run/      folders, checkpoints, model files, logs, stats, plots, train(), CLI     imports all; meets envs/
+
+No room imports one to its right at import time (`tests/agents/test_rooms.py` checks it).
+"""
+
+from agents.algo import DivergenceError, DQNAgent, linear_epsilon
+from agents.config import DQNConfig, config_for
+from agents.data import Batch, MemberReplay, NStepWindows, ReplayBuffer
+from agents.loop import (
+    Callback,
+    Collector,
+    Engine,
+    EpisodeRow,
+    EvalRow,
+    Evaluator,
+    Learner,
+    LoopView,
+    ProgressBar,
+    StopFlag,
+    evaluate,
+    spawn_generators,
+)
+from agents.run import CheckpointError, load_agent, load_checkpoint, save_agent, save_checkpoint, train, train_one
 
 __all__ = [
     "Batch",
@@ -21,20 +36,25 @@ __all__ = [
     "DQNAgent",
     "DQNConfig",
     "DivergenceError",
+    "Engine",
     "EpisodeRow",
     "EvalRow",
     "Evaluator",
     "Learner",
+    "LoopView",
     "MemberReplay",
     "NStepWindows",
     "ProgressBar",
     "ReplayBuffer",
-    "SeedBatch",
-    "SeedCallback",
-    "Trainer",
+    "StopFlag",
+    "config_for",
     "evaluate",
     "linear_epsilon",
+    "load_agent",
     "load_checkpoint",
+    "save_agent",
     "save_checkpoint",
     "spawn_generators",
+    "train",
+    "train_one",
 ]

@@ -11,8 +11,10 @@ import dataclasses
 import inspect
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd")
@@ -187,3 +189,61 @@ def field_docs() -> dict[str, str]:
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
             docs[node.target.id] = str(nxt.value.value).strip()  # type: ignore[union-attr]
     return docs
+
+
+def config_for(env_id: str, overrides: Mapping[str, Any] | None = None,
+               preset: str | Path | Mapping[str, Any] | None = None) -> DQNConfig:
+    """The config a run of `env_id` trains with: the defaults, then the preset's fields, then `overrides`.
+
+    Every command builds its config here, so a preset and the flags given combine the same way everywhere.
+
+    Args:
+        env_id: the environment the run trains (a preset written for another is refused).
+        overrides: `DQNConfig` fields set explicitly (e.g. by command-line flags); they win over the preset.
+        preset: None (the defaults), a mapping, or a TOML file: `DQNConfig` fields at the top level or under
+            `[config]`, and optionally `env_id` (must match) and a `[source]` table (where the values came from; it
+            is recorded, not read).
+
+    Raises:
+        ValueError: an unknown field, a value out of range, a preset of another env id, or a file that is not TOML.
+    """
+    fields: dict[str, Any] = {}
+    if preset is not None:
+        fields.update(read_preset(preset, env_id))
+    fields.update(overrides or {})
+    names = {f.name for f in dataclasses.fields(DQNConfig)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise ValueError(f"unknown DQNConfig field(s) {unknown}; known fields are {sorted(names)}")
+    if isinstance(fields.get("hidden_sizes"), list):
+        fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+    return DQNConfig(**fields)
+
+
+def read_preset(preset: str | Path | Mapping[str, Any], env_id: str) -> dict[str, Any]:
+    """The `DQNConfig` fields of a preset (see `config_for`), checked against `env_id`."""
+    where = "preset"
+    if not isinstance(preset, Mapping):
+        path = Path(preset)
+        where = str(path)
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ValueError(f"{where}: reading a TOML preset needs Python 3.11 or newer (tomllib)") from None
+        try:
+            preset = tomllib.loads(path.read_text())
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read the preset: {e.strerror or e}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{where}: not a TOML file ({e})") from None
+    data = dict(preset)
+    written_for = data.pop("env_id", None)
+    if written_for is not None and written_for != env_id:
+        raise ValueError(f"{where}: this preset is written for {written_for}, not {env_id}")
+    data.pop("source", None)
+    table = data.pop("config", None)
+    if table is not None:
+        if not isinstance(table, Mapping):
+            raise ValueError(f"{where}: [config] must be a table of DQNConfig fields, got {table!r}")
+        data.update(table)
+    return data

@@ -13,7 +13,7 @@ from envs.diagnostic import (
     register_diagnostics,
 )
 from envs.make import EnvError, Step, check_spaces, make_env, reset_env, reward_threshold, step_env
-from envs.vector import VecEnv, VecStep
+from envs.vector import BACKENDS, VecEnv, VecStep
 
 register_diagnostics()
 
@@ -25,6 +25,7 @@ __all__ = [
     "Step",
     "TruncationAsTermination",
     "TwoArmedBanditEnv",
+    "BACKENDS",
     "VecEnv",
     "VecStep",
     "check_spaces",

@@ -28,6 +28,9 @@ try:  # Gymnasium >= 1.0; without it every env takes the sync backend
 except ImportError:  # pragma: no cover - depends on the installed Gymnasium
     CartPoleVectorEnv = None
 
+BACKENDS = ("auto", "numpy", "gymnasium")
+"""`VecEnv(backend=...)`: "auto" takes a NumPy vector kernel where one exists, else Gymnasium's synchronous vector env;
+"numpy" requires the kernel; "gymnasium" always takes the synchronous reference path."""
 _SEED_BOUND = 2**31
 """Episode seeds are drawn with `rng.integers(_SEED_BOUND, size=k)`."""
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -226,6 +229,8 @@ class VecEnv:
             come from `rng[s]` alone, exactly as a VecEnv of `n_envs // S` envs given `rng[s]` would draw them.
         wrappers: Gymnasium wrappers applied to each env, innermost first (test doubles, observation transforms);
             with any, every env takes the sync backend.
+        backend: "auto" (the NumPy vector kernel where one exists, else sync), "numpy" (the kernel, or an EnvError
+            naming the env) or "gymnasium" (always sync: the reference path); see `BACKENDS`.
         **kwargs: Passed to the environment (e.g. `max_episode_steps=50`, or constructor arguments like `n_states=6`).
             Build the VecEnv with the same `env_id`, `n_envs` and kwargs before `load_state_dict`.
 
@@ -257,7 +262,7 @@ class VecEnv:
     """
 
     def __init__(self, env_id: str, n_envs: int, rng: np.random.Generator | Sequence[np.random.Generator],
-                 wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (), **kwargs: Any) -> None:
+                 wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (), backend: str = "auto", **kwargs: Any) -> None:
         if not isinstance(n_envs, (int, np.integer)) or isinstance(n_envs, (bool, np.bool_)) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r} is not a valid number of environments; expected an int >= 1")
         self._grouped = isinstance(rng, (list, tuple))
@@ -281,7 +286,14 @@ class VecEnv:
         self.n_envs = int(n_envs)
         self.rng = rng
         wrappers = tuple(wrappers)
-        vector = None if wrappers else _CartPoleBackend.create(env_id, self.n_envs, kwargs)  # wrappers need sync
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        vector = None  # wrappers need the sync backend
+        if not wrappers and backend != "gymnasium":
+            vector = _CartPoleBackend.create(env_id, self.n_envs, kwargs)
+        if vector is None and backend == "numpy":
+            raise EnvError(f"env_backend 'numpy' has no vector kernel for {env_id!r} (it has one for CartPole-v1); "
+                           "use 'auto' or 'gymnasium'")
         self._backend = vector or _SyncBackend.create(env_id, self.n_envs, kwargs, obs_dtype, wrappers)
         self.backend: str = self._backend.name
         self.obs: np.ndarray | None = None

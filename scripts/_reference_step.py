@@ -76,7 +76,7 @@ def train_step(s: dict, batch: tuple[np.ndarray, ...]) -> float:
     Returns:
         The TD loss before the update.
     """
-    obs, actions, rewards, next_obs, discounts = batch
+    obs, actions, rewards, next_obs, discounts = batch[:5]
     n = len(actions)
     params, grads, idx = s["params"], s["grads"], s["idx"]
 

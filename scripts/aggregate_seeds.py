@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.checkpoint import atomic_write_text
-from agents.cli import OneLineParser, fail
-from agents.seed_run import AGGREGATE_SEED, format_aggregate, read_seed_folders
-from agents.stats import aggregate_seeds, plot_aggregate
+from agents.run.aggregate import format_aggregate, read_seed_folders
+from agents.run.checkpoint import atomic_write_text
+from agents.run.cli import OneLineParser, fail
+from agents.run.stats import aggregate_seeds, plot_aggregate
+from agents.run.train import AGGREGATE_SEED
 
 PROG = "aggregate_seeds.py"
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agents.cli import OneLineParser
+from agents.run.cli import OneLineParser
 from dqn_np import MLP, SGD, huber, mae, mse
 from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, format_report
 

@@ -32,8 +32,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from agents.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
+from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
 
 PROG = "bench_seeds.py"
 
@@ -42,19 +42,18 @@ def child(kind: str, n: int, total_steps: int, env_id: str, config_json: str) ->
     """Run one configuration in this (child) process and return its figures."""
     import resource
 
-    from agents.run import train
-    from agents.seed_run import train_seeds
+    from agents.run import train, train_one
 
     config = DQNConfig.from_json(config_json)
     t0 = time.perf_counter()
     if kind == "batch":
-        result = train_seeds(config, env_id, list(range(n)), None, total_steps)
+        result = train(config, env_id, list(range(n)), None, total_steps)
         phases, updates = result["phase_seconds"], result["updates"]
         solved = result["n_solved"]
     else:
         phases, updates, solved = {}, 0, 0
         for seed in range(n):
-            summary = train(config, env_id, seed, None, total_steps)
+            summary = train_one(config, env_id, seed, None, total_steps)
             for k, v in summary["phase_seconds"].items():
                 phases[k] = phases.get(k, 0.0) + v
             updates += summary["updates"]

@@ -34,9 +34,9 @@ from collections.abc import Callable  # noqa: E402
 import _reference_step as ref  # noqa: E402  (scripts/ is on sys.path when this file is run as a script)
 import numpy as np  # noqa: E402
 
+from agents.algo.dqn import DQNAgent  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
-from agents.dqn import DQNAgent  # noqa: E402
-from agents.replay import Batch  # noqa: E402
+from agents.data.replay import Batch  # noqa: E402
 
 SIZES = ((4, 64, 2), (4, 64, 64, 2), (4, 256, 256, 2))
 DTYPES = ("float32", "float64")

@@ -29,12 +29,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from agents.checkpoint import CheckpointError  # noqa: E402
-from agents.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
+from agents.algo.dqn import DQNAgent  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
-from agents.dqn import DQNAgent  # noqa: E402
-from agents.evaluation import evaluate  # noqa: E402
-from agents.run import RunFiles, env_facts, make_vec_env, train  # noqa: E402
+from agents.loop.evaluation import evaluate  # noqa: E402
+from agents.run import RunFiles, env_facts, make_vec_env, train_one  # noqa: E402
+from agents.run.checkpoint import CheckpointError  # noqa: E402
+from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
 
 PROG = "benchmark.py"
 BEST_EVAL_SEED = 3_000_000_000
@@ -42,7 +42,7 @@ BEST_EVAL_SEED = 3_000_000_000
 
 def run_seed(env_id: str, config: DQNConfig, seed: int, total_steps: int, out: Path, best_episodes: int) -> dict:
     """Train one seed into `out`, then evaluate its best checkpoint; returns the figures of one table row."""
-    summary = train(config, env_id, seed, out, total_steps)
+    summary = train_one(config, env_id, seed, out, total_steps)
     best = {"mean": None, "std": None}
     files = RunFiles(out)
     eval20_ms = None

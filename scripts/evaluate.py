@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
-from agents.cli import OneLineParser, fail
-from agents.dqn import DQNAgent
-from agents.evaluation import evaluate
+from agents.loop.evaluation import evaluate
+from agents.run.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from agents.run.cli import OneLineParser, fail
+from agents.run.models import agent_from_checkpoint
 from envs import EnvError, VecEnv
 
 PROG = "evaluate.py"
@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.checkpoint} is a run folder: evaluating its best checkpoint {path}")
     try:
         ckpt = load_checkpoint(path)  # validates the file before an environment is built
-        if ckpt.meta.get("kind") == "seed_batch":
-            raise CheckpointError(f"{ckpt.path}: a seed-batch checkpoint holds {len(ckpt.meta['seeds'])} agents: "
+        seeds = ckpt.meta.get("seeds")
+        if ckpt.meta.get("kind") in ("seed_batch", "engine") and isinstance(seeds, list) and len(seeds) > 1:
+            raise CheckpointError(f"{ckpt.path}: a seed-batch checkpoint holds {len(seeds)} agents: "
                                   f"evaluate one seed's model, e.g. {ckpt.path.parent / 'seed<k>' / 'best.npz'}")
         env_id = args.env_id if args.env_id is not None else ckpt.meta.get("env_id", DEFAULT_ENV_ID)
         if not isinstance(env_id, str):
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(PROG, str(e))
     try:
         check_compatible(ckpt, env.obs_dim, env.n_actions, env_id)
-        agent = DQNAgent.from_checkpoint(ckpt)
+        agent = agent_from_checkpoint(ckpt)
         returns = evaluate(agent, env, args.episodes, args.seed)
     except CheckpointError as e:
         fail(PROG, str(e))

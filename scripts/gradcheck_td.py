@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
-from agents.cli import OneLineParser, parse_bool
+from agents.algo.dqn import DQNAgent
 from agents.config import LOSSES, DQNConfig
-from agents.dqn import DQNAgent
-from agents.replay import Batch, ReplayBuffer
+from agents.data.replay import Batch, ReplayBuffer
+from agents.run.cli import OneLineParser, parse_bool
 from dqn_np import MLP, td_loss
 from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, format_report
 from envs import VecEnv

@@ -27,21 +27,20 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from agents.callbacks import Callback, EvalRow  # noqa: E402
-from agents.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
-from agents.run import env_facts, train  # noqa: E402
-from agents.train import Trainer  # noqa: E402
+from agents.loop.events import Callback, EvalRow, LoopView  # noqa: E402
+from agents.run import env_facts, train_one  # noqa: E402
+from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
 
 PROG = "sweep.py"
 
 
 class StopWhenSolved(Callback):
-    """Ends the run at its first solving evaluation."""
+    """Ends a single run at its first solving evaluation."""
 
-    def on_eval(self, trainer: Trainer, row: EvalRow) -> None:
-        if trainer.evaluator.solved_at_step is not None:
-            trainer.stop_requested = "solved"
+    def on_eval(self, loop: LoopView, member: int, row: EvalRow) -> None:
+        if loop.evaluator.solved_at_step[member] is not None:
+            loop.stop.set("solved")
 
 
 def parse_set(text: str) -> tuple[str, list[Any]]:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         rows = []
         for seed in seeds:
-            s = train(config, args.env_id, seed, None, args.total_steps,
+            s = train_one(config, args.env_id, seed, None, args.total_steps,
                       callbacks=[StopWhenSolved()] if args.stop_when_solved else [])
             rows.append({"seed": seed, "solved_at_step": s["solved_at_step"],
                          "solved_at_seconds": s["solved_at_seconds"], "best_eval_mean": s["best_eval_mean"],

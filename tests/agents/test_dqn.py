@@ -1,4 +1,4 @@
-"""Tests for agents.dqn: the update is one optimizer step on the gradient-checked TD loss, Double DQN targets,
+"""Tests for agents.algo.dqn: the update is one optimizer step on the gradient-checked TD loss, Double DQN targets,
 target-network sync, epsilon-greedy acting, divergence detection and save/load."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from agents.config import DQNConfig
-from agents.dqn import DivergenceError, DQNAgent
-from agents.replay import Batch
+from agents.algo.dqn import DivergenceError, DQNAgent
+from agents.data.replay import Batch
 from dqn_np import SGD, Adam, clip_grad_norm, td_loss
 from dqn_np.gradcheck import check_gradients
 
@@ -112,13 +112,17 @@ def test_update_is_one_optimizer_step_on_the_checked_td_gradient(double_dqn, los
     before = copy_params(agent.online.params)
     expected = copy_params(before)
     fresh_optimizer(cfg).step(expected, grads)
+    td_errors = np.abs(agent.q_values(batch.obs)[np.arange(BATCH), batch.actions] - agent.td_targets(batch))
     metrics = agent.update(batch)
 
     assert agent.n_updates == 1
     for name, p in agent.online.params.items():
         assert not np.array_equal(p, before[name]), name
         np.testing.assert_allclose(p, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
-    assert set(metrics) == {"loss", "q_mean", "grad_norm", "td_abs"}
+    assert set(metrics) == {"loss", "q_mean", "grad_norm", "td_abs", "td_errors"}
+    # the per-sample |TD error| a prioritized replay needs: |Q(s_i, a_i) - y_i| before the step
+    np.testing.assert_allclose(metrics["td_errors"], td_errors, rtol=1e-12, atol=1e-15)
+    assert metrics["td_abs"] == pytest.approx(td_errors.mean(), rel=1e-12)
     assert metrics["grad_norm"] == pytest.approx(np.sqrt(sum(float((g * g).sum()) for g in grads.values())))
 
 

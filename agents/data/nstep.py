@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from agents.validate import positive_int
+
 
 class Transitions(NamedTuple):
     """k finished n-step transitions, ready for `ReplayBuffer.write`."""
@@ -57,8 +59,7 @@ class NStepWindows:
 
     def __init__(self, n_envs: int, n_step: int, gamma: float, obs_dim: int, dtype: Any) -> None:
         for name, value in (("n_envs", n_envs), ("n_step", n_step), ("obs_dim", obs_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, value)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         self.n_envs, self.n_step, self.gamma = int(n_envs), int(n_step), float(gamma)

@@ -38,6 +38,8 @@ _SCALAR_KEYS = ("pos", "size", "capacity")
 class Batch(NamedTuple):
     """A sampled minibatch of B transitions; float arrays are in the buffer's dtype.
 
+    A `MemberReplay` fills the same fields with a leading member axis: `(S, B, obs_dim)`, `(S, B)`.
+
     Attributes:
         obs: ``(B, obs_dim)`` observations the actions were taken in.
         actions: ``(B,)`` int64 actions taken.
@@ -46,6 +48,10 @@ class Batch(NamedTuple):
             episode ended).
         discounts: ``(B,)`` ``gamma**k``, or 0.0 where the episode truly terminated: the TD target is
             ``rewards + discounts * Q'(next_obs, a')``.
+        weights: ``(B,)`` per-sample loss weights (a prioritized sampler's importance-sampling weights), or None:
+            every sample weighs 1.
+        indices: ``(B,)`` int64 buffer slots the rows came from (a prioritized sampler updates their priorities
+            with the TD errors `DQNAgent.update` returns), or None.
     """
 
     obs: np.ndarray
@@ -53,6 +59,8 @@ class Batch(NamedTuple):
     rewards: np.ndarray
     next_obs: np.ndarray
     discounts: np.ndarray
+    weights: np.ndarray | None = None
+    indices: np.ndarray | None = None
 
 
 class ReplayBuffer:
@@ -295,7 +303,7 @@ class ReplayBuffer:
             raise ValueError(f"out must be an empty_batch({batch_size}) of this buffer: obs ({batch_size}, "
                              f"{self._obs_dim}) {self._dtype}, got obs {out.obs.shape} {out.obs.dtype}")
         idx = self._rng.integers(0, self._size, size=batch_size)  # (B,), drawn only once `out` is known good
-        for ring, dest in zip((self._obs, self._actions, self._rewards, self._next_obs, self._discounts), out,
+        for ring, dest in zip((self._obs, self._actions, self._rewards, self._next_obs, self._discounts), out[:5],
                               strict=True):
             np.take(ring, idx, axis=0, out=dest)
         return out
@@ -472,7 +480,7 @@ class MemberReplay:
             buf = self.buffers[s]
             idx[s] = buf.rng.integers(0, len(buf), size=batch_size)
         idx += self._offsets
-        for ring, dest in zip(self._flat, out, strict=True):
+        for ring, dest in zip(self._flat, out[:5], strict=True):
             np.take(ring, idx, axis=0, out=dest)
         return out
 
@@ -482,6 +490,29 @@ class MemberReplay:
         return Batch(np.empty((S, B, self.obs_dim), self.dtype), np.empty((S, B), np.int64),
                      np.empty((S, B), self.dtype), np.empty((S, B, self.obs_dim), self.dtype),
                      np.empty((S, B), self.dtype))
+
+    def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
+        """Every member's buffer (`ReplayBuffer.state_dict`, keyed "0", "1", ...) and its sampling generator's state.
+
+        Args:
+            include_replay: False keeps only the generators (a checkpoint saved without its replay buffer).
+        """
+        state: dict[str, Any] = {"rng": [b.rng.bit_generator.state for b in self.buffers]}
+        if include_replay:
+            state["buffers"] = {str(s): b.state_dict() for s, b in enumerate(self.buffers)}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore `state_dict()`; returns False when it held no buffers (they stay empty and refill)."""
+        if len(state["rng"]) != self.members:
+            raise ValueError(f"the replay state holds {len(state['rng'])} members, this one {self.members}")
+        for b, rng_state in zip(self.buffers, state["rng"], strict=True):
+            b.rng.bit_generator.state = rng_state
+        if "buffers" not in state:
+            return False
+        for s, b in enumerate(self.buffers):
+            b.load_state_dict(state["buffers"][str(s)])
+        return True
 
     def __len__(self) -> int:
         """The fewest transitions an active member holds (a batch can be sampled once every one has B)."""

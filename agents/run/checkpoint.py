@@ -9,7 +9,12 @@ Layout of the archive:
     agent/online.W1, replay/obs, collector/env/obs, ...   a training checkpoint's nested state (`flatten_state`)
 
 Versions: 1 (dqn-np 0.1: one env, replay stored `terminated`), 2 (vector envs, n-step windows, replay stores
-`discounts`). A version-1 model file still loads and evaluates; a version-1 training checkpoint cannot be resumed.
+`discounts`; a training checkpoint is of kind "trainer", one seed, or "seed_batch", many), 3 (one kind, "engine":
+the one loop's state with its member axis S, for a single run (S = 1, layout "single") and a batch alike; every
+component's generators inside its own state). Model files (best.npz, final.npz) keep their one-seed layout in every
+version. A version-1 model file still loads and evaluates; a version-1 training checkpoint cannot be resumed; a
+version-2 training checkpoint of either kind is read into the version-3 state (`training_state`) and resumes
+bit-identically.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 
 from agents.config import DQNConfig
+from agents.validate import is_integer
 
 FORMAT = "dqn-np"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _RESERVED = ("format", "format_version", "config", "meta")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -222,3 +228,75 @@ def check_compatible(ckpt: Checkpoint, obs_dim: int, n_actions: int, env_id: str
             f"{ckpt.path}: network takes {ckpt.obs_dim} observation values and has {ckpt.n_actions} actions, "
             f"but {env_id} has {obs_dim} and {n_actions}"
         )
+
+
+def training_state(ckpt: Checkpoint) -> tuple[dict[str, Any], str]:
+    """The engine's nested state held by a training checkpoint, and its layout ("single" or "batch").
+
+    Version 3 holds it as written. A version-2 checkpoint is converted: kind "trainer" (one seed) gains the member
+    axis (every per-member array becomes `(1, ...)`, every per-member value a one-item list) and each generator's
+    state moves into its component's state; kind "seed_batch" only has its generators moved. The numbers are not
+    touched, so the run resumes exactly where the old code would have.
+
+    Raises:
+        CheckpointError: not a training checkpoint (a model file, or format 1), or damaged state.
+    """
+    kind = ckpt.meta.get("kind")
+    try:
+        state = unflatten_state(ckpt.arrays, ckpt.meta)
+        if kind == "engine":
+            return state, str(ckpt.meta["layout"])
+        if kind == "trainer":
+            return _from_trainer(state), "single"
+        if kind == "seed_batch":
+            return _from_seed_batch(state), "batch"
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{ckpt.path}: cannot resume from it ({type(e).__name__}: {e})") from e
+    raise CheckpointError(f"{ckpt.path}: not a training checkpoint of this dqn-np version (model files such as "
+                          "best.npz and final.npz, and checkpoints written before format version 2, can be evaluated "
+                          "but not resumed)")
+
+
+_SCALARS = ("agent.n_updates", "optim.t")  # shared by every member: no member axis
+
+
+def _from_trainer(old: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 single-run state as the version-3 state of an engine of one member."""
+    agent = {k: v if k in _SCALARS else v[None] for k, v in old["agent"].items()}
+    agent["rng"] = [old["rng"]["agent"]]
+    replay: dict[str, Any] = {"rng": [old["rng"]["replay"]]}
+    if old["replay_saved"]:
+        replay["buffers"] = {"0": old["replay"]}
+    collector = old["collector"]
+    collector["env"]["rng"] = {"0": collector["env"]["rng"]}  # one group of envs
+    ev = old["callbacks"]["evaluator"]
+    evaluator = {"n_evals": ev["n_evals"], "member_evals": np.array([ev["n_evals"]], np.int64),
+                 "best_mean": [ev["best_mean"]], "best_step": [ev["best_step"]],
+                 "best_params": {k: v[None] for k, v in ev["best_params"].items()},
+                 "solved_at_step": [ev["solved_at_step"]], "solved_at_seconds": [ev["solved_at_seconds"]],
+                 "last": [ev["last"]], "seconds": ev["seconds"]}
+    return {"seeds": [int(old["seed"])], "env_steps": old["env_steps"], "train_seconds": old["train_seconds"],
+            "active": np.ones(1, bool), "stopped": {}, "stopped_at": {}, "frozen_at": {},
+            "episodes": np.array([collector["episodes"]], np.int64), "last_episode": [old["last_episode"]],
+            "last_metrics": {k: np.array([v]) for k, v in old["last_metrics"].items()},
+            "agent": agent, "replay": replay, "collector": collector, "callbacks": {"evaluator": evaluator}}
+
+
+def _from_seed_batch(old: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 batch state as the version-3 state: the generators move into the agent's and replay's state."""
+    state = {k: v for k, v in old.items() if k not in ("kind", "rng", "replay")}
+    state["agent"] = {**old["agent"], "rng": old["rng"]["agent"]}
+    state["replay"] = {"rng": old["rng"]["replay"], "buffers": old["replay"]}
+    state["frozen_at"] = {}
+    state["last_metrics"] = {k: v for k, v in old["last_metrics"].items() if k != "finite"}
+    return state
+
+
+def seeds_of(ckpt: Checkpoint) -> list[int] | None:
+    """The seeds a training checkpoint trains (from its metadata alone), or None if it names none."""
+    seeds = ckpt.meta.get("seeds")
+    if seeds is None and ckpt.meta.get("seed") is not None:
+        seeds = [ckpt.meta["seed"]]
+    if not isinstance(seeds, list) or not all(is_integer(s) for s in seeds):
+        return None
+    return [int(s) for s in seeds]

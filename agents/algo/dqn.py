@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from agents.config import DQNConfig
-from agents.replay import Batch
+from agents.data.replay import Batch
+from agents.validate import integer, positive_int
 from dqn_np import MLP, SGD, Adam
 from dqn_np._buffers import BufferCache
 from dqn_np._validate import as_2d, as_batch
 from dqn_np.losses import TDBuffers, td_loss_unchecked
 from dqn_np.optim import clip_per_member
-
-if TYPE_CHECKING:
-    from agents.checkpoint import Checkpoint
 
 
 class DivergenceError(RuntimeError):
@@ -78,11 +76,8 @@ class DQNAgent:
     def __init__(self, obs_dim: int, n_actions: int, config: DQNConfig, rng: np.random.Generator) -> None:
         if not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
-        for name, value in (("obs_dim", obs_dim), ("n_actions", n_actions)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.config = config
-        self.obs_dim, self.n_actions = int(obs_dim), int(n_actions)
+        self.obs_dim, self.n_actions = positive_int("obs_dim", obs_dim), positive_int("n_actions", n_actions)
         self.rng = rng
         self.online = MLP((self.obs_dim, *config.hidden_sizes, self.n_actions), rng=rng, dtype=config.dtype)
         self.members = self.online.members
@@ -93,6 +88,7 @@ class DQNAgent:
         self.n_updates = 0
         self._frozen: dict[str, np.ndarray] | None = None  # stopped members' state, put back after every step
         self.frozen = np.zeros(self.members or 0, bool)
+        self.frozen_at: dict[int, int] = {}  # member -> the update on which `update` found it non-finite
         dtype = self.online.dtype
         self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
         # per-member clipping reads these views; an unstacked agent is one member (the same sums, the same bits)
@@ -203,12 +199,20 @@ class DQNAgent:
         cfg = self.config
         td_target = self._td_targets(batch, bufs)  # y, constant: no gradient flows into the target network
         q = self.online.forward_unchecked(batch.obs)  # Q(s, .): (B, A), caches activations for backward
-        loss, delta2 = td_loss_unchecked(q, batch.actions, td_target, cfg.loss, cfg.huber_delta, bufs.td)
+        if batch.weights is None:
+            loss, delta2 = td_loss_unchecked(q, batch.actions, td_target, cfg.loss, cfg.huber_delta, bufs.td)
+        else:  # per-sample weights w_i (importance sampling): L = (1/B) sum_i w_i l(Q(s_i, a_i) - y_i)
+            loss, delta2 = td_loss_unchecked(q, batch.actions, td_target, cfg.loss, cfg.huber_delta, bufs.td,
+                                             weights=batch.weights)
         self.online.backward_unchecked(delta2)  # delta2 = dL/dQ is nonzero only in the taken action's column
         return loss, q
 
     def update(self, batch: Batch) -> dict[str, Any]:
-        """One gradient step on a batch; returns metrics `loss`, `q_mean`, `grad_norm`, `td_abs`.
+        """One gradient step on a batch; returns metrics `loss`, `q_mean`, `grad_norm`, `td_abs`, and `td_errors`.
+
+        `td_errors` is the per-sample `|Q(s_i, a_i) - y_i|`, `(B,)` (stacked `(S, B)`), the magnitudes a prioritized
+        replay turns into priorities: a view of the agent's buffer, valid until the next update. If the batch carries
+        `weights`, each sample's loss is weighted by it.
 
         A stacked agent returns each metric as `(S,)`, plus `finite: (S,)` bool: a member whose TD target, Q-value,
         loss or gradient is not finite is frozen (`freeze`) before the optimizer step, so neither this step nor any
@@ -234,7 +238,9 @@ class DQNAgent:
             grad_norm = norms  # (S,)
             finite = np.isfinite(loss) & np.isfinite(grad_norm) & np.isfinite(np.add.reduce(q, axis=(1, 2)))
             if not finite[~self.frozen].all():  # freeze before the step: the step must not move them either
-                self.freeze(np.flatnonzero(~finite & ~self.frozen))
+                newly = np.flatnonzero(~finite & ~self.frozen)
+                self.frozen_at.update({int(s): self.n_updates + 1 for s in newly})
+                self.freeze(newly)
             if self._frozen is not None:
                 for g in self._grad_arrays:
                     g[self.frozen] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
@@ -247,20 +253,21 @@ class DQNAgent:
         sums = np.add.reduce(bufs.td.stats, axis=-1, out=bufs.stat_sums)  # one reduction: Q(s, a) and |TD error|
         if self.members is None:
             q_sum, td_abs_sum = sums.tolist()
-            return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n}
+            return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n,
+                    "td_errors": bufs.td.abs_error}
         return {"loss": loss, "q_mean": sums[0] / n, "grad_norm": grad_norm, "td_abs": sums[1] / n,
-                "finite": finite}
+                "finite": finite, "td_errors": bufs.td.abs_error}
 
     def _check_batch(self, batch: Batch) -> Batch:
         """Check B transitions' shapes once, at the boundary; cast observations to the networks' dtype if needed."""
-        obs, actions, rewards, next_obs, discounts = batch
+        obs, actions, rewards, next_obs, discounts = batch[:5]
         n_rows = actions.shape
         want = (*n_rows, self.obs_dim)
         lead = "B" if self.members is None else f"{self.members}, B"
         if (len(n_rows) != (1 if self.members is None else 2) or n_rows[-1] == 0
                 or (self.members is not None and n_rows[0] != self.members) or obs.shape != want
                 or next_obs.shape != want or rewards.shape != n_rows or discounts.shape != n_rows):
-            got = {k: np.shape(v) for k, v in zip(Batch._fields, batch, strict=True)}
+            got = {k: np.shape(v) for k, v in zip(Batch._fields, batch, strict=True) if v is not None}
             raise ValueError(f"batch must hold B >= 1 transitions: obs and next_obs ({lead}, {self.obs_dim}), "
                              f"actions, rewards and discounts ({lead}); got shapes {got}")
         if actions.dtype.kind not in "iu":
@@ -284,22 +291,35 @@ class DQNAgent:
         """Target update: a copy of the online network when `tau == 1`, else `theta' <- tau theta + (1-tau) theta'`."""
         self.target.soft_update_from(self.online, self.config.tau)
 
-    # --- persistence ------------------------------------------------------------------------------------------
+    # --- state ----------------------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters, target parameters, optimizer state and update count as plain arrays (keys `online.W1`, ...)."""
-        state: dict[str, np.ndarray] = {"agent.n_updates": np.array(self.n_updates, dtype=np.int64)}
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the agent holds: parameters, target parameters, optimizer state, update count and the state of
+        its exploration generator(s) (keys `online.W1`, ..., `optim.m.W1`, ..., `rng`: one state, or one per
+        member), as arrays and JSON values."""
+        state: dict[str, Any] = {"agent.n_updates": np.array(self.n_updates, dtype=np.int64)}
         state.update({f"online.{k}": v.copy() for k, v in self.online.params.items()})
         state.update({f"target.{k}": v.copy() for k, v in self.target.params.items()})
         state.update({f"optim.{k}": v for k, v in self.optimizer.state_dict().items()})
+        state["rng"] = (self.rng.bit_generator.state if self.members is None
+                        else [g.bit_generator.state for g in self.rng])
         return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what `state_dict()` returned (shapes must match this agent's networks)."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict()` returned (shapes must match this agent's networks); a state without `rng`
+        (a model file of format 1) leaves the generators as they are."""
         self.online.load_params(_strip(state, "online."))
         self.target.load_params(_strip(state, "target."))
         self.optimizer.load_state_dict(_strip(state, "optim."))
         self.n_updates = int(state["agent.n_updates"])
+        rng = state.get("rng")
+        if rng is not None and self.members is None:
+            self.rng.bit_generator.state = rng
+        elif rng is not None:
+            if len(rng) != self.members:
+                raise ValueError(f"state['rng'] holds {len(rng)} generator states for {self.members} members")
+            for g, g_state in zip(self.rng, rng, strict=True):
+                g.bit_generator.state = g_state
 
     def freeze(self, members: np.ndarray | list[int]) -> None:
         """Stop members of a stacked agent: from now on their networks and optimizer state never change (each
@@ -327,8 +347,7 @@ class DQNAgent:
         and exploration generator state, so `member(s).save(path)` writes the file a single run would."""
         if self.members is None:
             raise ValueError("member() needs a stacked agent; this one has no member axis")
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < self.members:
-            raise ValueError(f"s must be a member index in [0, {self.members}), got {s!r}")
+        s = integer("s", s, 0, self.members - 1)
         rng = np.random.default_rng(0)  # takes member s's state after the constructor's init draws
         single = DQNAgent(self.obs_dim, self.n_actions, self.config, rng)  # its init draws are overwritten below
         rng.bit_generator.state = self.rng[s].bit_generator.state
@@ -340,39 +359,17 @@ class DQNAgent:
         return single
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
-        """Write the agent (config, networks, optimizer state, exploration RNG) to one `.npz`, atomically.
+        """Write the agent to a model file (`agents.run.models.save_agent`: one `.npz`, written atomically)."""
+        from agents.run.models import save_agent  # the file format lives with the run folders, not the agent
 
-        Args:
-            path: the file to (re)place.
-            meta: JSON-serialisable extras to store beside it (e.g. `{"env_id": "CartPole-v1"}`).
-        """
-        from agents.checkpoint import save_checkpoint
-
-        return save_checkpoint(path, self.config, self.obs_dim, self.n_actions, self.state_dict(),
-                               meta={**(meta or {}), "agent_rng": self.rng.bit_generator.state})
+        return save_agent(self, path, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> DQNAgent:
-        """Load an agent saved by `save` (or a training checkpoint); raises `CheckpointError` on a bad file."""
-        from agents.checkpoint import load_checkpoint
+        """An agent from a model file or a training checkpoint, of any format version (`agents.run.models`)."""
+        from agents.run.models import load_agent
 
-        return cls.from_checkpoint(load_checkpoint(path))
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint) -> DQNAgent:
-        """Build the agent held by an already loaded checkpoint; raises `CheckpointError` if its arrays don't fit."""
-        from agents.checkpoint import CheckpointError
-
-        try:
-            agent = cls(ckpt.obs_dim, ckpt.n_actions, ckpt.config, np.random.default_rng(0))
-            # a training checkpoint nests the agent under "agent/" (format 2); a model file holds it at the top
-            agent.load_state_dict(_strip(ckpt.arrays, "agent/") or ckpt.arrays)
-            rng_state = ckpt.meta.get("agent_rng") or ckpt.meta.get("rng", {}).get("agent")  # agent / training file
-            if rng_state is not None:
-                agent.rng.bit_generator.state = rng_state
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{ckpt.path}: agent arrays do not match its config ({e})") from e
-        return agent
+        return load_agent(path)
 
 
 def _strip(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

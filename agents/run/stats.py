@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from agents.checkpoint import atomic_open
+from agents.run.checkpoint import atomic_open
 
 CONFIDENCE = 0.95
 STATUSES = ("completed", "interrupted", "diverged")

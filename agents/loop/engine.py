@@ -1,0 +1,298 @@
+"""The one training loop: DQN on S members (one per seed) x E environments; a single run is S = 1.
+
+    while env_steps < total:                 env_steps counts each member's transitions (all members move together)
+        collector.step(epsilon)              S * E transitions: one forward pass of the stacked agent, S * E envs
+        learner.steps(k * gradient_steps)    each step: S batches (one per member's buffer), one stacked update
+        callbacks.on_step                    evaluation of every member, logs, progress bar, checkpoints
+
+Every cadence counts transitions per member (environment steps summed over its E envs), so the schedule is the same
+for any E; with S = E = 1 the loop is exactly the classic one-env DQN loop. Member s is seed `seeds[s]`: its
+generators are spawned from that seed alone (`spawn_generators`), so it draws the same initial weights, exploration,
+episode seeds and batches, and takes the same actions and updates, alone or in any batch. Nothing couples two
+members: losses, gradient norms and clipping reduce per member, each member has its own replay buffer, best model
+and solved step. A member whose loss, Q-values, gradient or environment turns non-finite is stopped (frozen at its
+last good state) and reported; the others go on. The loop talks to environments only through
+`agents.loop.collector.VecEnvLike` and never prints. Its whole state round-trips through `state_dict()`, so a resumed
+run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from agents.algo.dqn import DQNAgent
+from agents.algo.schedules import linear_epsilon
+from agents.config import DQNConfig
+from agents.data.replay import MemberReplay, require_memory
+from agents.loop.collector import Collector, VecEnvLike
+from agents.loop.evaluation import Evaluator
+from agents.loop.events import Callback, EpisodeRow, StopFlag, crossed
+from agents.loop.learner import Learner
+from agents.validate import positive_int
+from agents.validate import seeds as check_seeds
+
+MakeEnv = Callable[[int, list[np.random.Generator]], VecEnvLike]
+"""`(n_envs, rngs) -> VecEnvLike`: S * E envs in S equal groups, group s's episode seeds drawn from `rngs[s]`."""
+
+GENERATORS = ("agent", "replay", "env", "eval")
+"""What `np.random.SeedSequence(seed).spawn(4)` seeds, in order: weights and exploration, replay sampling, training
+episode resets, evaluation resets beyond the counted episodes."""
+
+
+def spawn_generators(seed: int) -> dict[str, np.random.Generator]:
+    """One member's independent generators, all derived from `seed` (see `GENERATORS`)."""
+    return {name: np.random.default_rng(s)
+            for name, s in zip(GENERATORS, np.random.SeedSequence(seed).spawn(len(GENERATORS)), strict=True)}
+
+
+class Engine:
+    """DQN on S seeds at once, each with E environments, periodic greedy evaluation and its own best model.
+
+    Args:
+        make_env: `(n_envs, rngs) -> VecEnvLike`; called with `S * E` envs and S generators (training) and with
+            `S * eval_episodes` envs and S generators (evaluation); member s owns envs `s * E .. (s + 1) * E - 1`.
+        config: the hyperparameters, shared by every member.
+        seeds: the members' seeds, distinct and non-negative; `[k]` is the single run of seed k.
+        solve_threshold: mean evaluation return that counts as solved; "env" (default) takes the env's
+            `reward_threshold` (CartPole-v1: 475) if it has one; None never solves.
+        callbacks: after the evaluator (logs, progress bar, checkpoints); see `agents.loop.events`.
+        stop: the flag `run` checks after every step (default: a new one); share one to stop it from outside.
+
+    Raises:
+        ValueError: bad seeds, or replay buffers for S members that would not fit in memory (checked before they
+            are allocated; the message names the bytes needed).
+
+    Attributes:
+        agent: the stacked agent (`agent.member(s)` is member s as an unstacked agent).
+        replay, env, collector, learner, evaluator: the parts, each usable on its own.
+        make_env: the factory of its envs (a final evaluation builds its own with it).
+        env_steps: transitions collected so far by each member.
+        active: `(S,)` bool; False for a stopped member.
+        stopped: `{member: reason}` of the members stopped.
+        seconds: time per phase in this process: `collect`, `sample`, `update`, `evaluate`, and `train` (evaluation
+            excluded, earlier sessions included).
+    """
+
+    def __init__(self, make_env: MakeEnv, config: DQNConfig, seeds: Sequence[int],
+                 solve_threshold: float | None | str = "env", callbacks: Sequence[Callback] = (),
+                 stop: StopFlag | None = None) -> None:
+        if not isinstance(config, DQNConfig):
+            raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
+        self.config, self.seeds = config, check_seeds(seeds)
+        S = self.n_members = len(self.seeds)
+        rngs = [spawn_generators(seed) for seed in self.seeds]  # member s spawns exactly as a single run of its seed
+        self.make_env = make_env
+        self.env = make_env(S * config.n_envs, [r["env"] for r in rngs])
+        if solve_threshold == "env":
+            solve_threshold = getattr(self.env, "reward_threshold", None)
+        self.solve_threshold = solve_threshold
+        obs_dim, n_actions = self.env.obs_dim, self.env.n_actions
+        need = MemberReplay.nbytes_for(S, config.buffer_size, obs_dim, config.dtype)
+        what = f"buffer_size {config.buffer_size}: the replay buffer" if S == 1 else \
+            f"{S} seeds x buffer_size {config.buffer_size}: the replay buffers"
+        require_memory(need, what)
+        self.agent = DQNAgent(obs_dim, n_actions, config, [r["agent"] for r in rngs])
+        self.replay = MemberReplay(config.buffer_size, obs_dim, [r["replay"] for r in rngs], config.dtype)
+        self.collector = Collector(self.env, self.agent, self.replay, config.n_step, config.gamma)
+        self.learner = Learner(self.agent, self.replay, config.batch_size)
+        self.evaluator = Evaluator(make_env(S * config.eval_episodes, [r["eval"] for r in rngs]),
+                                   config.eval_episodes, config.eval_freq, self.seeds, solve_threshold)
+        self.callbacks: list[Callback] = [self.evaluator, *callbacks]
+        self.env_steps = 0
+        # shared: nothing more is stored for a stopped member, and its buffer is neither sampled nor waited for
+        self.active = self.collector.active = self.replay.active = np.ones(S, bool)
+        self.stopped: dict[int, str] = {}
+        self.stopped_at: dict[int, tuple[int, int]] = {}  # member -> (env steps, updates) when it was stopped
+        self.episodes = np.zeros(S, np.int64)  # training episodes finished per member
+        self.last_episode: list[EpisodeRow | None] = [None] * S
+        self.train_seconds = 0.0  # time in the loop, evaluation excluded, over every session of the run
+        self.collect_seconds = 0.0
+        self.stop = StopFlag() if stop is None else stop
+        self._started = False  # the envs have been reset (or restored)
+        self._clock = (time.perf_counter(), 0.0, 0.0)  # (run start, evaluation seconds then, train_seconds then)
+
+    # --- what callbacks read (`agents.loop.events.LoopView`) ------------------------------------------------------
+
+    @property
+    def epsilon(self) -> float:
+        """Exploration probability at the current environment step (the same for every member)."""
+        cfg = self.config
+        return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
+
+    @property
+    def n_solved(self) -> int:
+        """Members that have solved so far."""
+        return sum(step is not None for step in self.evaluator.solved_at_step)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase in this process (for the whole batch); `train` covers earlier sessions too."""
+        return {"collect": self.collect_seconds, **self.learner.seconds, "evaluate": self.evaluator.seconds,
+                "train": self.train_seconds}
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call `event` (`on_step`, `on_episode`, `on_eval`, ...) on every callback, in order."""
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    def sync_time(self) -> None:
+        """train_seconds = earlier sessions' total + time since this `run` began, evaluation excluded."""
+        t_start, eval_before, train_before = self._clock
+        self.train_seconds = train_before + time.perf_counter() - t_start - (self.evaluator.seconds - eval_before)
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self, total_steps: int) -> list[dict[str, Any]]:
+        """Train until `env_steps >= total_steps` (per member), `stop` is set, or every member has stopped.
+
+        A vector step adds E transitions per member, so the run ends on the first multiple of E at or past
+        `total_steps`.
+
+        Returns:
+            `summaries()`: one summary per member.
+        """
+        positive_int("total_steps", total_steps)
+        cfg, collector, learner, agent = self.config, self.collector, self.learner, self.agent
+        E, clock = cfg.n_envs, time.perf_counter
+        if not self._started:
+            self.env.reset()
+            self._started = True
+        self._clock = (clock(), self.evaluator.seconds, self.train_seconds)
+        self.emit("on_run_start")
+        try:
+            while self.env_steps < total_steps and not self.stop and self.active.any():
+                before = self.env_steps
+                t0 = clock()
+                ended = collector.step(self.epsilon)  # S * E transitions into the windows and replay
+                self.env_steps = before + E
+                self.collect_seconds += clock() - t0
+                if len(collector.nonfinite_members):
+                    self._stop_members(collector.nonfinite_members, f"environment returned a non-finite reward or "
+                                       f"observation at env step {self.env_steps}")
+                for slot, episode_return, length in ended:
+                    self._end_episode(slot // E, episode_return, length)
+                n_bursts = crossed(before, self.env_steps, cfg.train_freq)  # multiples of train_freq just passed
+                if n_bursts and self.env_steps >= cfg.learning_starts and learner.ready():
+                    learner.steps(n_bursts * cfg.gradient_steps)
+                    if agent.frozen_at.keys() - self.stopped.keys():  # the agent froze a member whose update diverged
+                        for s, update in sorted(agent.frozen_at.items()):
+                            if s not in self.stopped:
+                                self._stop_members([s], f"non-finite loss, Q-value or gradient at update {update} "
+                                                        f"(env step {self.env_steps})", update)
+                self.emit("on_step", before)
+        finally:
+            self.sync_time()
+            self.emit("on_run_end")
+        return self.summaries()
+
+    def _stop_members(self, members: Sequence[int] | np.ndarray, reason: str, updates: int | None = None) -> None:
+        for s in members:
+            s = int(s)
+            if self.active[s]:
+                self.active[s] = False
+                self.stopped[s] = reason
+                self.stopped_at[s] = (self.env_steps, self.agent.n_updates if updates is None else updates)
+                self.agent.freeze([s])  # its parameters stay as they were; no more transitions are stored for it
+                self.emit("on_stopped", s, reason)
+
+    def _end_episode(self, s: int, episode_return: float, length: int) -> None:
+        if not self.active[s]:
+            return
+        self.episodes[s] += 1
+        self.sync_time()
+        row = EpisodeRow(int(self.episodes[s]), self.env_steps, episode_return, length, self.epsilon,
+                         round(self.train_seconds, 4))
+        self.last_episode[s] = row
+        self.emit("on_episode", s, row)
+
+    # --- results and persistence ------------------------------------------------------------------------------
+
+    def summary(self, s: int) -> dict[str, Any]:
+        """Member s's summary: status, counters, timings and the evaluator's figures."""
+        metrics = self.learner.last_metrics
+        last = self.last_episode[s]
+        env_steps, updates = self.stopped_at.get(s, (self.env_steps, self.agent.n_updates))
+        return {
+            "seed": self.seeds[s],
+            "status": "diverged" if s in self.stopped else ("interrupted" if self.stop else "completed"),
+            "error": self.stopped.get(s),
+            "env_steps": env_steps,  # a stopped member's count ends where it stopped
+            "episodes": int(self.episodes[s]),
+            "updates": updates,
+            "n_envs": self.config.n_envs,
+            "train_seconds": round(self.train_seconds, 4),
+            "eval_seconds": round(self.evaluator.seconds, 4),
+            "phase_seconds": {k: round(v, 4) for k, v in self.seconds.items() if k != "train"},
+            **self.evaluator.summary(s),
+            "last_episode_return": None if last is None else last.episode_return,
+            "interrupted": self.stop.reason,
+            "last_metrics": {k: float(v[s]) for k, v in metrics.items()},
+        }
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """One summary per member, in the order of `seeds`."""
+        return [self.summary(s) for s in range(self.n_members)]
+
+    def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly, as nested dicts of arrays and JSON values (each part's state holds
+        its own generators); `agents.run.checkpoint.flatten_state` maps it to `.npz` keys.
+
+        Args:
+            include_replay: save the replay buffers; without them a resumed run refills them and is no longer
+                bit-identical to an uninterrupted one.
+        """
+        return {
+            "seeds": list(self.seeds),
+            "env_steps": self.env_steps,
+            "train_seconds": self.train_seconds,
+            "active": self.active.copy(),
+            "stopped": {str(s): reason for s, reason in self.stopped.items()},
+            "stopped_at": {str(s): list(at) for s, at in self.stopped_at.items()},
+            "frozen_at": {str(s): u for s, u in self.agent.frozen_at.items()},
+            "episodes": self.episodes.copy(),
+            "last_episode": [None if row is None else list(row) for row in self.last_episode],
+            "last_metrics": {k: np.asarray(v) for k, v in self.learner.last_metrics.items()},
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(include_replay),
+            "collector": self.collector.state_dict(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+        """Restore `state_dict()` output into an Engine built with the same make_env, config and seeds.
+
+        Returns:
+            Warnings for the user, one line each (an environment whose state could not be restored exactly, a
+            checkpoint saved without its replay buffers).
+        """
+        if list(state["seeds"]) != self.seeds:
+            raise ValueError(f"the state is of seeds {list(state['seeds'])}, this engine trains {self.seeds}")
+        warnings = []
+        self.agent.load_state_dict(state["agent"])
+        if not self.replay.load_state_dict(state["replay"]):
+            what = "buffer" if self.n_members == 1 else "buffers"
+            warnings.append(f"the checkpoint holds no replay {what}: training refills them before it goes on, so "
+                            "this run will differ from an uninterrupted one")
+        if not self.collector.load_state_dict(state["collector"]):
+            warnings.append("the environments' state could not be restored exactly: they start fresh episodes")
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and cb.name in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.name])
+        self.env_steps = int(state["env_steps"])
+        self.train_seconds = float(state["train_seconds"])
+        self._started = True
+        self.active[...] = np.array(state["active"], bool)
+        self.stopped = {int(s): reason for s, reason in state["stopped"].items()}
+        self.stopped_at = {int(s): (int(a), int(b)) for s, (a, b) in state["stopped_at"].items()}
+        self.agent.frozen_at = {int(s): int(u) for s, u in state.get("frozen_at", {}).items()}
+        if self.stopped:
+            self.agent.freeze(sorted(self.stopped))
+        self.episodes = np.array(state["episodes"], np.int64).reshape(self.n_members)
+        self.last_episode = [None if row is None else EpisodeRow(*row) for row in state["last_episode"]]
+        self.learner.last_metrics = {k: np.array(v).reshape(self.n_members)
+                                     for k, v in state["last_metrics"].items()}
+        return warnings

@@ -1,0 +1,292 @@
+"""The command line: options generated from `DQNConfig` (a field added once appears in `--help` with its docstring),
+and the one `main` behind `train_cartpole.py` (a single run) and `train_seeds.py` (a batch of seeds).
+
+Both commands take the same flags, but for which seeds: `--seed K` for the single run, `--seeds 0-9,12` for the
+batch. Exit statuses: 0 done; 1 every seed diverged, or a file could not be written; 2 bad input (one line, nothing
+written); 130 or 143 stopped by SIGINT or SIGTERM (the checkpoint is saved and the resume command printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from agents.config import DQNConfig, config_for, field_docs
+from agents.loop.events import StopFlag
+from agents.run.aggregate import format_aggregate
+from agents.run.checkpoint import CheckpointError, load_checkpoint
+from agents.run.folder import RunFiles
+from agents.run.train import (
+    COMMANDS,
+    DEFAULT_TOTAL_STEPS,
+    ENV_BACKENDS,
+    NO_PLOT,
+    SIGNAL_EXIT,
+    env_facts,
+    stop_on_signals,
+    train,
+)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """Add one `--field-name` option per `DQNConfig` field, defaulting to None (= the config's default)."""
+    docs = field_docs()
+    group = parser.add_argument_group("DQN hyperparameters (DQNConfig)")
+    for f in dataclasses.fields(DQNConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if f.name == "hidden_sizes":
+            group.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
+        elif f.type == "bool":
+            group.add_argument(flag, type=parse_bool, default=None, metavar="BOOL", help=help_text)
+        else:
+            group.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None,
+                               metavar=f.type.upper(), help=help_text)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The `DQNConfig` fields given on the command line (those left out are absent)."""
+    out = {}
+    for f in dataclasses.fields(DQNConfig):
+        value = getattr(args, f.name)
+        if value is not None:
+            out[f.name] = tuple(value) if f.name == "hidden_sizes" else value
+    return out
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit status 2, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see --help)")
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print one readable line to stderr and exit with status 2 (the command-line usage-error status)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+MAX_SEEDS = 100_000  # a batch of more members than this is no one-process job
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from `"0-9"`, `"0,3,7"`, `"0-4,10-14"` or `"0 3 7"`: non-negative, distinct, ranges inclusive.
+
+    Raises:
+        ValueError: an empty list, a malformed item (`a-b`, `3-1`, `-2`), or a seed given twice, naming it.
+    """
+    seeds: list[int] = []
+    seen: set[int] = set()
+    items = [item for item in text.replace(",", " ").split() if item]
+    if not items:
+        raise ValueError(f"--seeds must name at least one seed (e.g. 0-9 or 0,3,7), got {text!r}")
+    for item in items:
+        low, dash, high = item.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"--seeds item {item!r} is not a seed or a range of non-negative integers like 0-9")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"--seeds range {item!r} runs backwards; write {last}-{first}")
+        if last - first >= MAX_SEEDS or len(seeds) + last - first >= MAX_SEEDS:
+            raise ValueError(f"--seeds names more than {MAX_SEEDS} seeds in {text!r}")
+        span = range(first, last + 1)
+        repeated = sorted(seen.intersection(span)) if len(span) < 1000 else [k for k in span if k in seen]
+        if repeated:
+            raise ValueError(f"--seeds names seed(s) {repeated[:10]} more than once in {text!r}")
+        seen.update(span)
+        seeds.extend(span)
+    return seeds
+
+
+def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argparse.Namespace:
+    """The flags of both training commands (`layout` "single" takes `--seed`, "batch" `--seeds`)."""
+    p = OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog="exit status: 0 done; 1 every seed diverged, or a file could not be written; 2 bad "
+                             "input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (checkpoint saved)")
+    if layout == "single":
+        p.add_argument("--seed", type=int, default=None,
+                       help="seeds weights, exploration, replay sampling and resets (default: 0)")
+    else:
+        p.add_argument("--seeds", default=None,
+                       help="seeds to train, as ranges and lists: 0-99, 0-9,12,20-29 (default: 0-9; with --resume, "
+                            "the batch's own, which you may repeat but not change)")
+    p.add_argument("--env-id", default=None, help="Gymnasium env id (default: CartPole-v1)")
+    p.add_argument("--env-backend", default="auto", choices=ENV_BACKENDS,
+                   help="auto: a NumPy vector env where one exists; numpy: require it; gymnasium: Gymnasium's "
+                        "synchronous vector env, the reference path (default: auto)")
+    p.add_argument("--preset", default=None, metavar="FILE",
+                   help="a TOML file of DQNConfig fields to start from; explicit flags override it (default: none)")
+    p.add_argument("--total-steps", type=int, default=None,
+                   help=f"environment steps per seed (default: {DEFAULT_TOTAL_STEPS}; with --resume, the run's own)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<env>-seed<seed>-<time>)" if
+                   layout == "single" else "batch folder (default: runs/<env>-seeds<first>-<last>-<time>)")
+    p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=10_000,
+                   help="env steps per seed between checkpoints; 0: only at the end (default: 10000)")
+    p.add_argument("--no-save-replay", action="store_true",
+                   help="leave the replay buffers out of checkpoints (smaller; resume is then not bit-identical)")
+    p.add_argument("--final-eval-episodes", type=int, default=None,
+                   help="episodes of the final evaluation of each seed's final and best model (default: "
+                        "--eval-episodes)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_args(p)
+    return p.parse_args(argv)
+
+
+def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, str, list[int] | None, int | None,
+                                                             str | Path]:
+    """Every usage check that needs no run folder: config, env id, seeds, total steps and where to write.
+
+    The folder itself (free, writable, not holding a run; for --resume, its checkpoint and the run's total) is
+    checked by `train`, after it has locked the folder.
+    """
+    what = "run" if layout == "single" else "batch"
+    if layout == "single":
+        seeds = None if args.seed is None else [args.seed]
+        seed_flag = ["seed"] if args.seed is not None else []
+    else:
+        seeds = None if args.seeds is None else parse_seeds(args.seeds)
+        seed_flag = []
+    overrides = config_overrides(args)
+    fixed_by_run = sorted(overrides) + [f for f in ("env_id", "preset") if getattr(args, f) is not None] + seed_flag
+    if args.resume and fixed_by_run:
+        own = "environment, seed and hyperparameters" if layout == "single" else "environment and hyperparameters"
+        raise ValueError(f"--resume continues with the {what}'s own {own}; "
+                         f"drop {', '.join('--' + f.replace('_', '-') for f in fixed_by_run)}")
+    if args.resume and args.out:
+        raise ValueError(f"--resume writes into the {what}'s own folder {args.resume}; drop --out {args.out}")
+    if seeds is not None and seeds[0] < 0:
+        raise ValueError(f"--seed must be >= 0, got {seeds[0]}")
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if args.final_eval_episodes is not None and args.final_eval_episodes < 1:
+        raise ValueError(f"--final-eval-episodes must be >= 1, got {args.final_eval_episodes}")
+    if args.total_steps is not None and args.total_steps < 1:
+        raise ValueError(f"--total-steps must be >= 1, got {args.total_steps}")
+    if args.resume:  # the run's own environment, and its own total unless told otherwise (train reads both)
+        return None, "", seeds, args.total_steps, args.resume
+    seeds = seeds or ([0] if layout == "single" else list(range(10)))
+    env_id = args.env_id or "CartPole-v1"
+    config = config_for(env_id, overrides, args.preset)
+    env_facts(env_id, args.env_backend)  # fail early on unknown ids, unsupported spaces and backends
+    name = f"seed{seeds[0]}" if layout == "single" else f"seeds{seeds[0]}-{seeds[-1]}"
+    out = args.out or Path("runs") / f"{env_id.replace('/', '_')}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return config, env_id, seeds, args.total_steps or DEFAULT_TOTAL_STEPS, out
+
+
+def main(argv: list[str] | None, layout: str, prog: str, doc: str, early_signals: list[int] = ()) -> int:
+    """The training command: parse, check, train, report; returns the exit status (see the module docstring)."""
+    with stop_on_signals() as stop:  # for the command's whole life: a signal never raises mid-write
+        if early_signals:
+            stop.set(signal.Signals(early_signals[0]).name)
+        return _main(argv, layout, prog, doc, stop)
+
+
+def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFlag) -> int:
+    args = parse_args(argv, layout, prog, doc)
+    out = args.resume or args.out
+    try:
+        config, env_id, seeds, total, out = _checked(args, layout)
+        if stop:
+            print(f"Interrupted by {stop.reason} before training started; nothing was written.")
+            return SIGNAL_EXIT[stop.reason]
+        result = train(config, env_id, seeds, out, total, layout=layout, resume=bool(args.resume),
+                       save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
+                       final_eval_episodes=args.final_eval_episodes, progress=not args.no_progress, stop=stop,
+                       plot=True, notify=print, env_backend=args.env_backend)
+    except (ValueError, CheckpointError) as e:  # EnvError and RunFolderError are ValueErrors
+        fail(prog, str(e))
+    except OSError as e:  # a file of the run could not be written: not a usage error
+        print(f"{prog}: error: {_write_error(e, None if out is None else Path(out), layout)}", file=sys.stderr)
+        return 1
+    root = Path(result["out_dir"])
+    for warning in result["warnings"]:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
+    diverged = result["status"] == "diverged"
+    for seed, reason in result["stopped"].items():
+        if not (diverged and layout == "single"):
+            print(f"{prog}: warning: seed {seed} diverged and was stopped: {reason}", file=sys.stderr)
+    if diverged:
+        error = next(iter(result["stopped"].values()))
+        what = "the run" if layout == "single" else f"every seed ({len(result['stopped'])})"
+        print(f"{prog}: error: {what} diverged: {error}; the checkpoint holds the last good state, and best.npz "
+              f"the best model, in {root}", file=sys.stderr)
+        return 1
+    if result["status"] == "interrupted" or stop:  # a signal after the summary was written: during the report
+        steps = result["env_steps"]
+        when = (f"at step {steps} of {result['total_steps']}" if steps < result["total_steps"] else
+                f"after all {steps} steps (final evaluation, saving or plotting)")
+        print(f"Interrupted by {stop.reason} {when}. Checkpoint ({(result['checkpoint_bytes'] or 0) / 1e6:.1f} MB) "
+              f"and summary are in {root}\nResume with: {COMMANDS[layout]} --resume {root}")
+        return SIGNAL_EXIT[stop.reason]
+    if layout == "single":
+        summary = result["summaries"][0]
+        print(f"learning curve: {summary['learning_curve']}" if summary["learning_curve"] else NO_PLOT)
+        print(report_single(summary, root, args.no_save_replay))
+    else:
+        print(f"aggregate plot: {result['aggregate_plot']}" if result["aggregate_plot"] else NO_PLOT)
+        print(report_batch(result, root))
+    return 0
+
+
+def _write_error(e: OSError, root: Path | None, layout: str) -> str:
+    """One line: which file could not be written and why, and what is left to resume from."""
+    what = f"cannot write {e.filename}: {e.strerror}" if e.filename else f"cannot write the run: {e}"
+    if root is None:
+        return what
+    files = RunFiles(root)
+    try:
+        step = load_checkpoint(files.checkpoint).meta.get("env_steps")
+    except CheckpointError:
+        return f"{what}; {files.root} holds no loadable checkpoint to resume"
+    return (f"{what}; the last checkpoint (step {step}) is intact: make room, then resume with "
+            f"{COMMANDS[layout]} --resume {files.root}")
+
+
+def report_single(summary: dict, root: Path, no_replay: bool) -> str:
+    """The closing lines of a single run: speed, whether and when it solved, best and final evaluations, files."""
+    if summary["solved"]:
+        solved = f"solved at step {summary['solved_at_step']} after {summary['solved_at_seconds']:.1f} s of training"
+    elif summary["solve_threshold"] is None:
+        solved = f"never counted as solved ({summary['env_id']} has no reward threshold)"
+    elif summary["eval_episodes"] < 20:
+        solved = ("not solved (solving needs evaluations over at least 20 episodes; these had "
+                  f"{summary['eval_episodes']})")
+    else:
+        solved = "not solved"
+    if summary["best_eval_step"] is None:
+        why = ("--eval-freq 0" if not summary["eval_freq"] else
+               f"the first was due at step {summary['eval_freq']}")
+        best = f"no evaluation during training ({why}), so no best.npz"
+    else:
+        best = (f"best eval {summary['best_eval_mean']:.1f} at step {summary['best_eval_step']} (saved as best.npz), "
+                f"{summary['best_model_eval_mean']:.1f} over the final evaluation's episodes")
+    return (f"{summary['env_id']} seed {summary['seed']}: {summary['env_steps']} steps in "
+            f"{summary['train_seconds']:.1f} s (+{summary['eval_seconds']:.1f} s evaluating); {solved}.\n"
+            f"{best}; final eval {summary['final_eval_mean']:.1f} ± {summary['final_eval_std']:.1f} over "
+            f"{summary['final_eval_episodes']} episodes.\nfiles in {root} (checkpoint "
+            f"{(summary['checkpoint_bytes'] or 0) / 1e6:.1f} MB{', replay buffer not saved' if no_replay else ''})")
+
+
+def report_batch(result: dict, root: Path) -> str:
+    """The closing lines of a batch: time, seeds solved with their interval, scores, steps to solve, files."""
+    return (f"{result['env_id']}: {result['n_seeds']} seeds x {result['env_steps']} steps in "
+            f"{result['train_seconds']:.1f} s (+{result['eval_seconds']:.1f} s evaluating)\n"
+            f"{format_aggregate(result['aggregate'])}\n"
+            f"files in {root} (per seed: {root}/seed<k>/; aggregate.json, aggregate.png)")
