@@ -1,4 +1,4 @@
-"""Tests for agents.config (DQNConfig validation, JSON, field docs) and agents.schedules."""
+"""Tests for agents.config (DQNConfig validation, JSON, field docs) and agents.algo.schedules."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.run.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import DQNConfig, field_docs
-from agents.schedules import linear_epsilon
+from agents.algo.schedules import linear_epsilon
 
 FIELDS = [f.name for f in dataclasses.fields(DQNConfig)]
 

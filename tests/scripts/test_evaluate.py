@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.checkpoint import flatten_state, save_checkpoint
+from agents.run.checkpoint import flatten_state, save_checkpoint
 from agents.config import DQNConfig
-from agents.dqn import DQNAgent
+from agents.algo.dqn import DQNAgent
 from agents.train import Trainer
 from envs import VecEnv
 

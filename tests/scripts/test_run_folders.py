@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.callbacks import Callback
-from agents.checkpoint import load_checkpoint
+from agents.loop.events import Callback
+from agents.run.checkpoint import load_checkpoint
 from agents.config import DQNConfig
 from agents.run import train
 

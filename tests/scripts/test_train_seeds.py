@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.callbacks import EpisodeRow, EvalRow
-from agents.checkpoint import load_checkpoint
+from agents.loop.events import EpisodeRow, EvalRow
+from agents.run.checkpoint import load_checkpoint
 from agents.config import DQNConfig, field_docs
-from agents.dqn import DQNAgent
-from agents.replay import MemberReplay, available_memory
+from agents.algo.dqn import DQNAgent
+from agents.data.replay import MemberReplay, available_memory
 from agents.run import train
 from agents.seed_run import train_seeds
 

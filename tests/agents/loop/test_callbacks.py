@@ -3,7 +3,7 @@ runs."""
 
 from types import SimpleNamespace
 
-from agents.callbacks import EvalRow, ProgressBar
+from agents.loop.events import EvalRow, ProgressBar
 
 
 def fake_trainer(env_steps: int, last_return: float | None, best: float | None) -> SimpleNamespace:

@@ -12,14 +12,14 @@ import warnings
 import numpy as np
 import pytest
 
-import agents.replay
+import agents.data.replay
 import envs
-from agents.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from agents.run.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from agents.config import DQNConfig
-from agents.dqn import DQNAgent
-from agents.evaluation import evaluate
-from agents.nstep import NStepWindows
-from agents.replay import Batch, MemberReplay, ReplayBuffer
+from agents.algo.dqn import DQNAgent
+from agents.loop.evaluation import evaluate
+from agents.data.nstep import NStepWindows
+from agents.data.replay import Batch, MemberReplay, ReplayBuffer
 from agents.seeds import SeedBatch, SeedCallback, check_seeds
 from agents.train import Trainer
 
@@ -483,7 +483,7 @@ def test_check_seeds_takes_numpy_integers_and_returns_ints():
 def test_replay_memory_is_refused_before_allocation(monkeypatch):
     cfg = small_config(buffer_size=100_000, dtype="float32")
     need = MemberReplay.nbytes_for(3, 100_000, OBS_DIM, "float32")
-    monkeypatch.setattr(agents.replay, "available_memory", lambda: need - 1)
+    monkeypatch.setattr(agents.data.replay, "available_memory", lambda: need - 1)
 
     def never(*args, **kwargs):
         raise AssertionError("allocated before the memory check")
@@ -497,7 +497,7 @@ def test_replay_memory_is_refused_before_allocation(monkeypatch):
 def test_replay_memory_that_fits_is_allocated(monkeypatch):
     cfg = small_config(buffer_size=1_000)
     need = MemberReplay.nbytes_for(2, 1_000, OBS_DIM, cfg.dtype)
-    monkeypatch.setattr(agents.replay, "available_memory", lambda: need)
+    monkeypatch.setattr(agents.data.replay, "available_memory", lambda: need)
     batch = SeedBatch(make_env, cfg, [0, 1])
     assert batch.replay.capacity == 1_000 and batch.replay.members == 2
 

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from agents.nstep import NStepWindows
+from agents.data.nstep import NStepWindows
 
 
 def scripted_steps(n_envs: int, length: int, seed: int, p_end: float = 0.15):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from agents import checkpoint as ckpt_module
-from agents.checkpoint import (
+from agents.run.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     atomic_open,
@@ -30,7 +30,7 @@ from agents.checkpoint import (
     unflatten_state,
 )
 from agents.config import DQNConfig
-from agents.dqn import DQNAgent
+from agents.algo.dqn import DQNAgent
 from agents.run import train
 
 REPO = Path(__file__).resolve().parents[2]

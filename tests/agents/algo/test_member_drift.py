@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from agents.config import DQNConfig
-from agents.dqn import DQNAgent
-from agents.replay import Batch
+from agents.algo.dqn import DQNAgent
+from agents.data.replay import Batch
 
 
 def _state(agent: DQNAgent, s: int) -> dict[str, np.ndarray]:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import envs
-from agents.callbacks import Callback, EpisodeRow
-from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.loop.events import Callback, EpisodeRow
+from agents.run.checkpoint import CheckpointError, load_checkpoint
 from agents.config import DQNConfig
-from agents.folder import RUN_FILE_NAMES, RunFolderError, RunLock
+from agents.run.folder import RUN_FILE_NAMES, RunFolderError, RunLock
 from agents.run import RunFiles, stop_on_signals, train
 from agents.train import StopFlag, Trainer
 
@@ -234,7 +234,7 @@ def test_resume_continues_counters_and_trims_logs(tmp_path: Path) -> None:
 
 
 def test_an_agent_loaded_from_a_training_checkpoint_continues_the_exploration_stream(tmp_path: Path) -> None:
-    from agents.dqn import DQNAgent
+    from agents.algo.dqn import DQNAgent
 
     class Keep(Callback):
         def on_run_end(self, trainer: Trainer) -> None:
@@ -344,8 +344,8 @@ def test_signal_during_the_final_evaluation_makes_the_run_interrupted(tmp_path: 
 
 
 def test_evaluate_stops_when_asked_and_reports_each_wave() -> None:
-    from agents.dqn import DQNAgent
-    from agents.evaluation import evaluate
+    from agents.algo.dqn import DQNAgent
+    from agents.loop.evaluation import evaluate
 
     agent = DQNAgent(4, 2, CONFIG, np.random.default_rng(0))
     env = envs.VecEnv(ENV_ID, 4, np.random.default_rng(0))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import envs
-from agents.callbacks import Callback, EpisodeRow, EvalRow
-from agents.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from agents.loop.events import Callback, EpisodeRow, EvalRow
+from agents.run.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from agents.config import DQNConfig
-from agents.dqn import DivergenceError
+from agents.algo.dqn import DivergenceError
 from agents.train import Trainer
 
 CARTPOLE = "CartPole-v1"
