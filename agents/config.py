@@ -10,12 +10,13 @@ import ast
 import dataclasses
 import inspect
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from agents.validate import is_plain_int, is_plain_real
 
 OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("mse", "huber")
@@ -119,23 +120,10 @@ class DQNConfig:
         return cls(**data)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int beyond float range (e.g. 10**400) is no finite float either
-        return False
-
-
 def _check_type(name: str, value: Any, annotation: str) -> None:
     checks = {
-        "int": (_is_int, "an integer"),
-        "float": (_is_real, "a finite number"),
+        "int": (is_plain_int, "an integer"),
+        "float": (is_plain_real, "a finite number"),
         "bool": (lambda v: isinstance(v, bool), "true or false"),
         "str": (lambda v: isinstance(v, str), "a string"),
     }
@@ -148,7 +136,7 @@ def _check_sizes(value: Any) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)):
         raise ValueError(f"DQNConfig.hidden_sizes must be a sequence of positive integers, got {value!r}")
     sizes = tuple(value)
-    if not sizes or not all(_is_int(n) and n >= 1 for n in sizes):
+    if not sizes or not all(is_plain_int(n) and n >= 1 for n in sizes):
         raise ValueError(f"DQNConfig.hidden_sizes must be one or more positive integers, got {value!r}")
     return sizes
 

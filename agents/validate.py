@@ -21,6 +21,26 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def is_real(value: Any) -> bool:
+    """True for a Python or NumPy int or float that is not a bool (finite or not)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_plain_int(value: Any) -> bool:
+    """True for a Python int that is not a bool (what a JSON config may hold)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_plain_real(value: Any) -> bool:
+    """True for a finite Python int or float that is not a bool (what a JSON config may hold)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range (e.g. 10**400) is no finite float either
+        return False
+
+
 def integer(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
     """`value` as an int in `[minimum, maximum]` (either bound may be None), or a ValueError naming it.
 
@@ -50,7 +70,7 @@ def optional_positive_int(name: str, value: Any) -> int | None:
 
 def real(name: str, value: Any, finite: bool = True) -> float:
     """`value` as a float (a Python or NumPy real number, not a bool); finite unless told otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     try:
         value = float(value)

@@ -435,8 +435,9 @@ class MemberReplay:
                         for s, rng in enumerate(rngs)]
         # the same arrays with members and slots merged, so one flat index s * capacity + i reaches any row
         self._flat = tuple(r.reshape(S * capacity, *r.shape[2:]) for r in self._rings)
-        self._offsets = (np.arange(S) * capacity)[:, None]  # (S, 1)
+        self._first_rows = [s * capacity for s in range(S)]  # member s's first row in the merged arrays
         self.active = np.ones(S, bool)  # a stopped member is neither sampled nor waited for (its owner shares this)
+        self._idx: dict[int, np.ndarray] = {}  # (S, B) flat indices per batch size; a stopped member's row stays put
 
     @staticmethod
     def nbytes_for(members: int, capacity: int, obs_dim: int, dtype: npt.DTypeLike = np.float32) -> int:
@@ -473,13 +474,18 @@ class MemberReplay:
 
         Returns:
             `out`, holding member s's batch in row s: what `buffers[s].sample(B)` would have drawn. A stopped member
-            (`active[s]` False) draws nothing and gets its buffer's first slot B times.
+            (`active[s]` False) draws nothing and gets the rows of its last batch again (or its first slot).
         """
-        idx = np.zeros((self.members, batch_size), np.int64)
-        for s in np.flatnonzero(self.active):  # each member draws from its own Generator, as a single run does
-            buf = self.buffers[s]
-            idx[s] = buf.rng.integers(0, len(buf), size=batch_size)
-        idx += self._offsets
+        idx = self._idx.get(batch_size)
+        if idx is None:
+            idx = self._idx[batch_size] = np.zeros((self.members, batch_size), np.int64)
+        active, first_rows = self.active, self._first_rows
+        for s, buf in enumerate(self.buffers):  # each member draws from its own Generator, as a single run does
+            if active[s]:
+                rows = buf.rng.integers(0, buf._size, size=batch_size)
+                if s:
+                    rows += first_rows[s]  # row s * capacity + i of the merged arrays
+                idx[s] = rows
         for ring, dest in zip(self._flat, out[:5], strict=True):
             np.take(ring, idx, axis=0, out=dest)
         return out

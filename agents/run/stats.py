@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from agents.run.checkpoint import atomic_open
+from agents.validate import is_integer, is_real
 
 CONFIDENCE = 0.95
 STATUSES = ("completed", "interrupted", "diverged")
@@ -84,7 +85,7 @@ def normal_quantile(p: float) -> float:
     Returns:
         z, a float.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 < p < 1.0:
+    if not is_real(p) or not 0.0 < p < 1.0:
         raise ValueError(f"p must be a probability strictly between 0 and 1, got {p!r}")
     p = float(p)
     if p == 0.5:
@@ -122,7 +123,7 @@ def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
         (lower, upper), within [0, 1]; lower is exactly 0 when k = 0 and upper exactly 1 when k = n.
     """
     for name, v in (("k", k), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        if not is_integer(v):
             raise ValueError(f"{name} must be an integer, got {v!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -171,7 +172,7 @@ def bootstrap_ci(x: np.ndarray, statistic: Statistic, rng: np.random.Generator, 
         raise ValueError(f"x must not contain NaN, got {int(np.isnan(x).sum())} NaN of {x.size}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    if isinstance(reps, bool) or not isinstance(reps, (int, np.integer)) or reps < 1:
+    if not is_integer(reps) or reps < 1:
         raise ValueError(f"reps must be an integer >= 1, got {reps!r}")
     _check_confidence(confidence)
     groups = _strata_groups(strata, x.size)
@@ -348,8 +349,7 @@ def plot_aggregate(curves: dict[int, tuple[np.ndarray, np.ndarray]], steps_to_so
 
 def _check_confidence(confidence: float) -> None:
     """Raise unless 0 < confidence < 1."""
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.integer, np.floating)) \
-            or not 0.0 < confidence < 1.0:
+    if not is_real(confidence) or not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
 
 
@@ -412,7 +412,7 @@ def _check_summary(s: dict[str, Any], i: int) -> dict[str, Any]:
     if missing:
         raise ValueError(f"summary {i} lacks {missing}")
     seed, status, solved = s["seed"], s["status"], s["solved"]
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_integer(seed):
         raise ValueError(f"summary {i}: seed must be an integer, got {seed!r}")
     if status not in STATUSES:
         raise ValueError(f"summary {i} (seed {seed}): status must be one of {STATUSES}, got {status!r}")
@@ -424,22 +424,17 @@ def _check_summary(s: dict[str, Any], i: int) -> dict[str, Any]:
         if (v is None) == bool(solved):
             raise ValueError(f"summary {i} (seed {seed}): {key} must be {'set' if solved else 'None'} when solved "
                              f"is {bool(solved)}, got {v!r}")
-        if v is not None and (not _is_real(v) or not math.isfinite(v) or v < 0
+        if v is not None and (not is_real(v) or not math.isfinite(v) or v < 0
                               or (key == "solved_at_step" and not isinstance(v, (int, np.integer)))):
             kind = "integer" if key == "solved_at_step" else "number"
             raise ValueError(f"summary {i} (seed {seed}): {key} must be a finite {kind} >= 0, got {v!r}")
         row[key] = None if v is None else (int(v) if key == "solved_at_step" else float(v))
     for key in SCORE_KEYS:
         v = s.get(key)  # the optional best_model_eval_mean may be absent
-        if v is not None and (not _is_real(v) or not math.isfinite(v)):
+        if v is not None and (not is_real(v) or not math.isfinite(v)):
             raise ValueError(f"summary {i} (seed {seed}): {key} must be a finite number or None, got {v!r}")
         row[key] = None if v is None else float(v)
     return row
-
-
-def _is_real(v: Any) -> bool:
-    """True for an int or float (NumPy's included), False for bools and anything else."""
-    return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
 
 
 def _check_curve(seed: int, steps: np.ndarray, returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
