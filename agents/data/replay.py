@@ -490,6 +490,13 @@ class MemberReplay:
             np.take(ring, idx, axis=0, out=dest)
         return out
 
+    def update_priorities(self, batch: Batch, td_errors: np.ndarray) -> None:
+        """What the learner reports after each update (the sampled batch and its per-sample |TD error| `(S, B)`);
+        uniform sampling needs neither (`agents.data.prioritized.PrioritizedReplay` does)."""
+
+    def set_progress(self, fraction: float) -> None:
+        """The fraction of the run done, for samplers whose settings are annealed over it; uniform has none."""
+
     def empty_batch(self, batch_size: int) -> Batch:
         """Uninitialised `(S, B, ...)` arrays for `sample`'s `out`."""
         S, B = self.members, batch_size
