@@ -2,7 +2,8 @@
 
 Run `python -m dqn_np.gradcheck` to check an MLP with every loss at several depths, unstacked and stacked (S
 members, each with its own loss); it prints a table and exits non-zero if any parameter's relative error exceeds the
-tolerance.
+tolerance. `check_mlp` checks every parameter a network's layers declare, whatever the head; `check_layer` checks one
+layer on its own, its input gradient included.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dqn_np.layers import Layer
 from dqn_np.losses import huber, mae, mse, td_loss
-from dqn_np.mlp import MLP
+from dqn_np.mlp import MLP, allocate
 
 DEFAULT_TOL = 1e-6
 DEFAULT_EPS = 1e-6
@@ -145,6 +147,34 @@ def check_mlp(
     _, delta_out = loss(mlp.forward(x))
     mlp.backward(delta_out)
     return check_gradients(lambda: float(np.sum(loss(mlp.forward(x))[0])), mlp.params, mlp.grads, **kwargs)
+
+
+def check_layer(
+    layer: Layer, x: np.ndarray, rng: np.random.Generator, members: int | None = None, **kwargs: Any
+) -> list[ParamReport]:
+    """Gradient-check one layer on its own: every parameter it declares and its input, under `L = sum(probe * y)`.
+
+    The layer is bound to fresh float64 parameters drawn standard normal from `rng` (its own init may leave some at
+    zero, where a check sees less), and `probe`, shaped like its output, is drawn from `rng` too, so `dL/dy = probe`.
+
+    Args:
+        layer: the layer, unbound or not (it is rebound).
+        x: a float64 input `(B, n_in)` (stacked: `(S, B, n_in)`), kept away from any kink the layer has.
+        rng: draws the parameters and the probe (and sampled entries, with `max_entries`).
+        members: S for a stacked layer (the parameters gain a leading S), None for an unstacked one.
+        **kwargs: passed to `check_gradients` (eps, tol, max_entries).
+
+    Returns:
+        One `ParamReport` per parameter, under the layer's own names, then one named `x` for `dL/dx`.
+    """
+    allocate([layer], np.dtype(np.float64), members)
+    for p in layer.params.values():
+        p[...] = rng.standard_normal(p.shape)
+    probe = rng.standard_normal(layer.output_shape(x.shape))
+    layer.forward(x)
+    grad_x = layer.backward(probe)
+    return check_gradients(lambda: float(np.sum(probe * layer.forward(x))), {**layer.params, "x": x},
+                           {**layer.grads, "x": grad_x}, rng=rng, **kwargs)
 
 
 def format_report(

@@ -9,6 +9,10 @@ For the default two layers (`sizes=(n_in, n_hidden, n_out)`) and a loss with gra
 
 Deeper networks repeat the middle line once per hidden layer.
 
+The network is a list of layers, `[Linear, ReLU, ..., Linear, ReLU, head]`, that declare their parameters
+(`dqn_np.layers.Layer`); `allocate` lays them out on one flat buffer, so another output head (`MLP(sizes, rng,
+head=...)`) needs no edit here, in the optimizers or in the checkpoints.
+
 A network may be stacked: `MLP(sizes, rng=[g_0, ..., g_(S-1)])` holds S members (one per seed) with
 `W: (S, n_out, n_in)`, `b: (S, n_out)`, takes `x: (S, B, n_in)` and runs the same lines with batched matmuls; member
 s's weights are drawn from `g_s` alone, and every sum runs over the batch axis only. An unstacked network is the same
@@ -22,13 +26,14 @@ in-place bias add and ReLU), and allocate nothing after the first call with a gi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from dqn_np._buffers import BufferCache
 from dqn_np._validate import as_batch
-from dqn_np.layers import Linear, ReLU
+from dqn_np.layers import Layer, Linear, ReLU, Shape
 
 
 def _resolve_dtype(dtype: str | type | np.dtype) -> np.dtype:
@@ -52,35 +57,97 @@ def _member_generators(rng: object) -> list[np.random.Generator] | None:
     return rngs
 
 
-class _Activations:
-    """The arrays one forward and backward pass of `B` rows write, or all None for the allocating route.
+class FlatLayout(NamedTuple):
+    """Parameters of a sequence of layers as consecutive views of one flat buffer each (see `allocate`)."""
+
+    flat_params: np.ndarray  # (n_params,)
+    flat_grads: np.ndarray  # (n_params,)
+    params: dict[str, np.ndarray]  # network names, in layout order
+    grads: dict[str, np.ndarray]
+
+
+def allocate(layers: Sequence[Layer], dtype: np.dtype, members: int | None = None) -> FlatLayout:
+    """Lay out every parameter the `layers` declare, in order, as views of one zeroed flat buffer; `bind` them.
+
+    A layer's parameter `name` is called `f"{name}{i}"` in the network, `i` counting the layers that declare
+    parameters from 1 (`W1, b1, W2, b2, ...` for Linear, ReLU, Linear): unique names, so optimizer state and
+    checkpoints keyed by them never share an entry. One buffer lets an optimizer update every parameter with a
+    handful of NumPy calls instead of a handful per parameter, and lets a target update copy the whole network at once.
+
+    Args:
+        layers: the layers, input to output.
+        dtype: of both buffers.
+        members: S for a stacked network: every shape gains a leading S; None for an unstacked one.
+
+    Returns:
+        The flat buffers `(n_params,)` and the network-named views of them.
+
+    Raises:
+        ValueError: two parameters would get the same name.
+    """
+    lead = () if members is None else (members,)
+    entries, i = [], 0  # (layer, local name, network name, shape)
+    for layer in layers:
+        shapes = layer.param_shapes()
+        i += bool(shapes)
+        entries += [(layer, name, f"{name}{i}", (*lead, *shape)) for name, shape in shapes.items()]
+    names = [e[2] for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"parameter names must be unique across layers, got {names}")
+    total = sum(int(np.prod(shape)) for *_, shape in entries)
+    flat_params = np.zeros(total, dtype=dtype)  # (n_params,): W1, b1, W2, ... back to back
+    flat_grads = np.zeros(total, dtype=dtype)
+    params, grads, local = {}, {}, {id(layer): ({}, {}) for layer in layers}
+    offset = 0
+    for layer, name, full, shape in entries:
+        size = int(np.prod(shape))
+        params[full] = local[id(layer)][0][name] = flat_params[offset:offset + size].reshape(shape)
+        grads[full] = local[id(layer)][1][name] = flat_grads[offset:offset + size].reshape(shape)
+        offset += size
+    for layer in layers:
+        layer.bind(*local[id(layer)])
+    return FlatLayout(flat_params, flat_grads, params, grads)
+
+
+class _Pass:
+    """What one forward and backward pass of inputs shaped `x_shape` runs: per layer, its buffers, in call order.
+
+    With `x_shape` None every buffer is None: the allocating route.
 
     Attributes:
-        z: per linear layer `(B, n_i)`: the pre-activations `z_i`; the last one is the output `y_hat`.
-        h: per hidden layer `(B, n_i)`: `h_i = relu(z_i)`.
-        grad_h: per hidden layer `(B, n_i)`: `dL/dh_i`, turned into `delta_i` in place.
-        mask: per hidden layer `(B, n_i)` bool: `z_i > 0`.
-        grad_x: `(B, n_in)`: `dL/dx`.
+        forward: `(layer, out, work)` input to output: `out` receives the layer's output (`z_i: (B, n_i)` for a
+            Linear, `h_i` for a ReLU; the last is `y_hat`), `work` is what its `workspace` made.
+        backward: `(layer, grad_in, work)` output to input, the first layer left out: `grad_in` receives `dL/dx` of
+            the layer; an in-place layer (ReLU) writes over the buffer its `dL/dy` arrived in.
+        first: `(layer, grad_x, work)` for the first layer: `grad_x: (B, n_in)` receives `dL/dx` if asked for.
     """
 
-    __slots__ = ("z", "h", "grad_h", "mask", "grad_x")
+    __slots__ = ("forward", "backward", "first")
 
-    def __init__(self, sizes: tuple[int, ...], n: int | None, dtype: np.dtype, members: int | None = None) -> None:
-        lead = () if members is None else (members,)  # stacked networks keep one (B, n_i) block per member
+    def __init__(self, layers: Sequence[Layer], x_shape: Shape | None, dtype: np.dtype) -> None:
+        k_top = len(layers) - 1
+        outs, works, grad_in = [None] * len(layers), [None] * len(layers), [None] * len(layers)
+        if x_shape is not None:
+            shapes = [x_shape]  # shapes[k]: the input of layer k
+            for k, layer in enumerate(layers):
+                shapes.append(layer.output_shape(shapes[k]))
+                outs[k] = np.empty(shapes[k + 1], dtype=dtype)
+                works[k] = layer.workspace(shapes[k], dtype)
+            for k in range(k_top, -1, -1):  # an in-place layer reuses the buffer of the layer above; not the caller's
+                in_place = 0 < k < k_top and layers[k].backward_in_place
+                grad_in[k] = grad_in[k + 1] if in_place else np.empty(shapes[k], dtype=dtype)
+        self.forward = list(zip(layers, outs, works, strict=True))
+        self.backward = list(zip(layers, grad_in, works, strict=True))[:0:-1]
+        self.first = (layers[0], grad_in[0], works[0])
 
-        def alloc(width: int, dt: np.dtype | type = dtype) -> np.ndarray | None:
-            return None if n is None else np.empty((*lead, n, width), dtype=dt)
 
-        hidden = sizes[1:-1]
-        self.z = [alloc(w) for w in sizes[1:]]
-        self.h = [alloc(w) for w in hidden]
-        self.grad_h = [alloc(w) for w in hidden]
-        self.mask = [alloc(w, bool) for w in hidden]
-        self.grad_x = alloc(sizes[0])
+def hidden_layers(sizes: Sequence[int]) -> list[Layer]:
+    """`Linear(n_0, n_1), ReLU(), ..., Linear(n_(L-1), n_L), ReLU()` for `sizes = (n_0, ..., n_L)`."""
+    return [layer for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True) for layer in (Linear(n_in, n_out), ReLU())]
 
 
 class MLP:
-    """ReLU hidden layers and a linear output, He-initialised from a seeded Generator.
+    """ReLU hidden layers and an output head (linear by default), He-initialised from a seeded Generator.
 
     Args:
         sizes: layer widths `(n_in, n_hidden_1, ..., n_out)`, at least one hidden layer; `(3, 4, 2)` is the
@@ -88,14 +155,19 @@ class MLP:
         rng: the Generator that draws the initial weights; or a sequence of S Generators for a stacked network of S
             members, member s drawn from `rng[s]` exactly as an unstacked network drawn from that Generator.
         dtype: `float32` (fast training) or `float64` (gradient checks).
+        head: `head(n_hidden_last, n_out)` makes the output layer, any `Layer`; a layer class whose constructor
+            takes the two widths qualifies. Called again by `clone`, `member` and `stack`.
 
     Attributes:
         members: S for a stacked network, None for an unstacked one.
-        params: `{"W1": (n_1, n_0), "b1": (n_1,), "W2": ..., ...}` (stacked: `(S, n_1, n_0)`, `(S, n_1)`, ...);
-            updated in place by the optimizers.
+        layers: `[Linear, ReLU, ..., Linear, ReLU, head]`, input to output.
+        params: `{"W1": (n_1, n_0), "b1": (n_1,), "W2": ..., ...}` (stacked: `(S, n_1, n_0)`, `(S, n_1)`, ...), the
+            head's parameters last, numbered like a layer (`W3`, `b3`, `g3` after two hidden layers); updated in
+            place by the optimizers.
         grads: same keys and shapes as `params`, filled by `backward`.
         flat_params: `(n_params,)`, the buffer every array of `params` is a view of, in order.
         flat_grads: `(n_params,)`, the same for `grads`.
+        linears: the `Linear` layers of `layers` (the head among them when it is one); `relus`: the `ReLU` layers.
 
     Example:
         >>> import numpy as np
@@ -109,58 +181,49 @@ class MLP:
     """
 
     def __init__(self, sizes: Sequence[int], rng: np.random.Generator | Sequence[np.random.Generator],
-                 dtype: str | type = "float64") -> None:
+                 dtype: str | type = "float64", head: Callable[[int, int], Layer] = Linear) -> None:
         sizes = tuple(sizes)
         if len(sizes) < 3:
             raise ValueError(f"sizes must be (n_in, hidden..., n_out) with at least one hidden layer, got {sizes}")
         for i, n in enumerate(sizes):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"sizes[{i}] must be a positive integer layer width, got {n!r} in {sizes}")
+        if not callable(head):
+            raise TypeError(f"head must be a callable (n_in, n_out) -> Layer, got {type(head).__name__}")
         rngs = _member_generators(rng)
-        self._allocate(tuple(int(n) for n in sizes), _resolve_dtype(dtype), None if rngs is None else len(rngs))
-        for i, n_in in enumerate(self.sizes[:-1], start=1):
-            # He (Kaiming) normal init for ReLU nets: Var(W) = 2 / fan_in; biases start at zero.
-            W = self.params[f"W{i}"]
+        self._allocate(tuple(int(n) for n in sizes), _resolve_dtype(dtype), None if rngs is None else len(rngs), head)
+        for layer in self.layers:  # layer by layer, so each Generator draws W1, then W2, ... as an unstacked net's
             if rngs is None:
-                W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / n_in)
-            else:  # member s draws from its own Generator, layer by layer, as an unstacked network would
-                for W_s, rng_s in zip(W, rngs, strict=True):
-                    W_s[...] = rng_s.standard_normal(W_s.shape) * np.sqrt(2.0 / n_in)
+                layer.init_params(layer.params, rng)
+            else:  # member s draws from its own Generator
+                for s, rng_s in enumerate(rngs):
+                    layer.init_params({name: p[s] for name, p in layer.params.items()}, rng_s)
 
-    def _allocate(self, sizes: tuple[int, ...], dtype: np.dtype, members: int | None = None) -> None:
-        """Layers whose parameters (and gradients) are consecutive views of one flat buffer each.
-
-        One buffer lets an optimizer update every parameter with a handful of NumPy calls instead of a handful per
-        parameter, and lets a target update copy the whole network at once.
-        """
-        self.sizes, self.dtype, self.members = sizes, dtype, members
+    def _allocate(self, sizes: tuple[int, ...], dtype: np.dtype, members: int | None, head: Callable) -> None:
+        """Fresh layers on zeroed flat buffers (`allocate`), and the buffers of both routes."""
+        self.sizes, self.dtype, self.members, self.head = sizes, dtype, members, head
+        top = head(sizes[-2], sizes[-1])
+        if not isinstance(top, Layer):
+            raise TypeError(f"head must make a dqn_np.layers.Layer, got {type(top).__name__}")
+        self.layers: list[Layer] = [*hidden_layers(sizes[:-1]), top]
+        self.flat_params, self.flat_grads, self.params, self.grads = allocate(self.layers, dtype, members)
+        self.linears = [layer for layer in self.layers if isinstance(layer, Linear)]
+        self.relus = [layer for layer in self.layers if isinstance(layer, ReLU)]
+        self._x: np.ndarray | None = None  # the last forward's input
+        self._unbuffered = _Pass(self.layers, None, dtype)  # the allocating route: every out= is None
         lead = () if members is None else (members,)
-        shapes = [s for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
-                  for s in ((*lead, n_out, n_in), (*lead, n_out))]
-        total = sum(int(np.prod(shape)) for shape in shapes)
-        self.flat_params = np.zeros(total, dtype=dtype)  # (n_params,): W1, b1, W2, ... back to back
-        self.flat_grads = np.zeros(total, dtype=dtype)
-        views_p, views_g, offset = [], [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            views_p.append(self.flat_params[offset:offset + size].reshape(shape))
-            views_g.append(self.flat_grads[offset:offset + size].reshape(shape))
-            offset += size
-        self.linears = [Linear(W, b, dW, db) for W, b, dW, db in
-                        zip(views_p[::2], views_p[1::2], views_g[::2], views_g[1::2], strict=True)]
-        self.relus = [ReLU() for _ in self.linears[:-1]]
-        self._unbuffered = _Activations(sizes, None, dtype)  # the allocating route: every out= is None
-        self._buffers = BufferCache(lambda n: _Activations(sizes, n, dtype, members))  # unchecked route, per B
-        self.params = {}
-        self.grads = {}
-        for i, layer in enumerate(self.linears, start=1):
-            self.params[f"W{i}"], self.params[f"b{i}"] = layer.params["W"], layer.params["b"]
-            self.grads[f"W{i}"], self.grads[f"b{i}"] = layer.grads["W"], layer.grads["b"]
+        layers = self.layers
+        self._buffers = BufferCache(lambda n: _Pass(layers, (*lead, n, sizes[0]), dtype))  # unchecked route, per B
+
+    def _twin(self, members: int | None) -> MLP:
+        """A network of the same sizes, dtype and head with `members`, its parameters zero."""
+        twin = object.__new__(type(self))
+        twin._allocate(self.sizes, self.dtype, members, self.head)
+        return twin
 
     def clone(self) -> MLP:
-        """A new network with the same sizes, dtype, members and parameter values (and its own buffers)."""
-        twin = object.__new__(MLP)
-        twin._allocate(self.sizes, self.dtype, self.members)
+        """A new network with the same sizes, dtype, head, members and parameter values (and its own buffers)."""
+        twin = self._twin(self.members)
         np.copyto(twin.flat_params, self.flat_params)
         return twin
 
@@ -170,24 +233,22 @@ class MLP:
             raise ValueError("member() needs a stacked network; this one has no member axis")
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < self.members:
             raise ValueError(f"s must be a member index in [0, {self.members}), got {s!r}")
-        single = object.__new__(MLP)
-        single._allocate(self.sizes, self.dtype)
+        single = self._twin(None)
         for name, p in self.params.items():
             np.copyto(single.params[name], p[s])
         return single
 
     @classmethod
     def stack(cls, nets: Sequence[MLP]) -> MLP:
-        """A stacked network whose member s is a copy of the unstacked `nets[s]` (same sizes and dtype)."""
+        """A stacked network whose member s is a copy of the unstacked `nets[s]` (same sizes, dtype and head)."""
         nets = list(nets)
         if not nets or any(not isinstance(n, MLP) or n.members is not None for n in nets):
             raise ValueError("stack needs one or more unstacked MLPs")
         first = nets[0]
-        if any(n.sizes != first.sizes or n.dtype != first.dtype for n in nets):
-            got = [(n.sizes, str(n.dtype)) for n in nets]
-            raise ValueError(f"stack needs networks of one size and dtype, got {got}")
-        stacked = object.__new__(cls)
-        stacked._allocate(first.sizes, first.dtype, len(nets))
+        if any(n.sizes != first.sizes or n.dtype != first.dtype or n.head != first.head for n in nets):
+            got = [(n.sizes, str(n.dtype), getattr(n.head, "__name__", n.head)) for n in nets]
+            raise ValueError(f"stack needs networks of one size, dtype and head, got {got}")
+        stacked = first._twin(len(nets))
         for name, p in stacked.params.items():
             np.stack([n.params[name] for n in nets], out=p)
         return stacked
@@ -227,12 +288,12 @@ class MLP:
         """
         return self._forward(x, self._buffers.get(x.shape[-2]))
 
-    def _forward(self, x: np.ndarray, bufs: _Activations) -> np.ndarray:
+    def _forward(self, x: np.ndarray, bufs: _Pass) -> np.ndarray:
+        self._x = x
         h = x
-        hidden = zip(self.linears, self.relus, bufs.z, bufs.h, strict=False)  # one ReLU fewer: the output is linear
-        for linear, relu, z_out, h_out in hidden:
-            h = relu.forward(linear.forward(h, z_out), h_out)  # h_i = relu(z_i), z_i = h_{i-1} @ W_i.T + b_i
-        return self.linears[-1].forward(h, bufs.z[-1])  # linear output: y_hat = h_L @ W_out.T + b_out
+        for layer, out, work in bufs.forward:
+            h = layer.forward(h, out, work)  # z_i = h_{i-1} @ W_i.T + b_i, then h_i = relu(z_i); the head gives y_hat
+        return h
 
     def backward(self, delta_out: np.ndarray) -> np.ndarray:
         """Backpropagate `delta_out = dL/dy_hat: (B, n_out)`; fill `grads`; return `dL/dx: (B, n_in)`, a new array.
@@ -243,16 +304,16 @@ class MLP:
             RuntimeError: no forward pass came first.
             ValueError: `delta_out` does not have the shape of the last forward's output.
         """
-        x = self.linears[0]._x
+        x = self._x
         if x is None:
             raise RuntimeError("MLP.backward called before forward")
         delta = np.asarray(delta_out, dtype=self.dtype)
-        if delta.shape != (*x.shape[:-1], self.n_out):
+        want = x.shape
+        for layer in self.layers:
+            want = layer.output_shape(want)
+        if delta.shape != want:
             axes = "(batch, n_out)" if self.members is None else "(members, batch, n_out)"
-            raise ValueError(
-                f"delta_out must have shape {axes} = {(*x.shape[:-1], self.n_out)} to match the last forward, "
-                f"got {delta.shape}"
-            )
+            raise ValueError(f"delta_out must have shape {axes} = {want} to match the last forward, got {delta.shape}")
         return self._backward(delta, self._unbuffered, input_grad=True)
 
     def backward_unchecked(self, delta_out: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
@@ -268,16 +329,15 @@ class MLP:
         """
         return self._backward(delta_out, self._buffers.get(delta_out.shape[-2]), input_grad)
 
-    def _backward(self, delta: np.ndarray, bufs: _Activations, input_grad: bool) -> np.ndarray | None:
-        layers = zip(reversed(self.linears[1:]), reversed(self.relus), reversed(bufs.grad_h), reversed(bufs.mask),
-                     strict=True)
-        for linear, relu, grad_h_out, mask in layers:
-            grad_h = linear.backward(delta, grad_h_out)  # dW2 = delta2.T @ h1, db2 = sum(delta2); returns delta2 @ W2
-            delta = relu.backward(grad_h, grad_h, mask)  # delta1 = (delta2 @ W2) * (z1 > 0), in place
-        return self.linears[0].backward(delta, bufs.grad_x, input_grad)  # dW1 = delta1.T @ x, db1 = sum(delta1)
+    def _backward(self, delta: np.ndarray, bufs: _Pass, input_grad: bool) -> np.ndarray | None:
+        for layer, grad_in, work in bufs.backward:
+            # Linear: dW2 = delta2.T @ h1, db2 = sum(delta2), returns delta2 @ W2; ReLU: delta1 = (...) * (z1 > 0)
+            delta = layer.backward(delta, grad_in, True, work)
+        layer, grad_x, work = bufs.first
+        return layer.backward(delta, grad_x, input_grad, work)  # dW1 = delta1.T @ x, db1 = sum(delta1)
 
     def copy_from(self, other: MLP) -> None:
-        """Hard update: copy every parameter of `other` (same sizes) into this network, in place."""
+        """Hard update: copy every parameter of `other` (same sizes, members and head) into this network, in place."""
         self.soft_update_from(other, tau=1.0)
 
     def soft_update_from(self, other: MLP, tau: float) -> None:
@@ -287,6 +347,8 @@ class MLP:
             raise ValueError(f"other must be an MLP with sizes {self.sizes}, got {got}")
         if other.members != self.members:
             raise ValueError(f"other must have members={self.members} like this network, got {other.members}")
+        if other.head != self.head:
+            raise ValueError(f"other must have the head {self.head!r} like this network, got {other.head!r}")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
         if tau == 1.0:

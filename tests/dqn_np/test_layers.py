@@ -12,7 +12,7 @@ TOL = 1e-6
 
 
 def linear(n_in: int, n_out: int, rng: np.random.Generator) -> Linear:
-    return Linear(rng.standard_normal((n_out, n_in)), rng.normal(scale=0.1, size=n_out))
+    return Linear.from_arrays(rng.standard_normal((n_out, n_in)), rng.normal(scale=0.1, size=n_out))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -32,7 +32,7 @@ def test_relu_backward_passes_zero_gradient_where_z_is_exactly_zero():
 
 
 def test_linear_forward_is_x_times_w_transpose_plus_b():
-    layer = Linear(np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]]), np.array([10.0, -10.0]))
+    layer = Linear.from_arrays(np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]]), np.array([10.0, -10.0]))
     z = layer.forward(np.array([[1.0, 1.0, 2.0]]))
     np.testing.assert_array_equal(z, [[1 + 2 + 6 + 10.0, -1 + 1 - 10.0]])
 
@@ -85,7 +85,7 @@ def test_linear_backward_overwrites_grads_instead_of_accumulating():
     np.testing.assert_allclose(layer.grads["b"], delta.sum(axis=0), rtol=1e-14)
 
 
-@pytest.mark.parametrize("layer", [Linear(np.ones((2, 3)), np.zeros(2)), ReLU()], ids=["Linear", "ReLU"])
+@pytest.mark.parametrize("layer", [Linear.from_arrays(np.ones((2, 3)), np.zeros(2)), ReLU()], ids=["Linear", "ReLU"])
 def test_backward_before_forward_raises(layer):
     with pytest.raises(RuntimeError, match="backward called before forward"):
         layer.backward(np.ones((1, 2)))
