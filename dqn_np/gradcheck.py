@@ -213,7 +213,11 @@ LossFn = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 def bind_losses(
-    y: np.ndarray, actions: np.ndarray, td_targets: np.ndarray, y_mae: np.ndarray | None = None
+    y: np.ndarray,
+    actions: np.ndarray,
+    td_targets: np.ndarray,
+    y_mae: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> dict[str, LossFn]:
     """Every loss as `y_hat -> (loss, dL/dy_hat)` with its targets bound, keyed mse, mae, huber, td_mse, td_huber.
 
@@ -222,15 +226,20 @@ def bind_losses(
         actions: `(batch,)` actions for the TD losses.
         td_targets: `(batch,)` TD targets.
         y_mae: targets for mae, e.g. kept away from the predictions so no residual sits on its kink.
+        weights: per-sample weights `(batch,)`; if given, also td_mse_weighted and td_huber_weighted.
     """
     y_mae = y if y_mae is None else y_mae
-    return {
+    losses: dict[str, LossFn] = {
         "mse": lambda q: mse(q, y),
         "mae": lambda q: mae(q, y_mae),
         "huber": lambda q: huber(q, y),
         "td_mse": lambda q: td_loss(q, actions, td_targets, kind="mse"),
         "td_huber": lambda q: td_loss(q, actions, td_targets, kind="huber"),
     }
+    if weights is not None:
+        losses["td_mse_weighted"] = lambda q: td_loss(q, actions, td_targets, kind="mse", weights=weights)
+        losses["td_huber_weighted"] = lambda q: td_loss(q, actions, td_targets, kind="huber", weights=weights)
+    return losses
 
 
 def _losses(y_hat: np.ndarray, rng: np.random.Generator) -> dict[str, LossFn]:
@@ -240,7 +249,8 @@ def _losses(y_hat: np.ndarray, rng: np.random.Generator) -> dict[str, LossFn]:
     # MAE's kink is at a zero residual: keep every residual at least 1 away so eps never crosses it.
     y_far = y_hat + rng.choice([-1.0, 1.0], size=y_hat.shape) * (1.0 + np.abs(rng.standard_normal(y_hat.shape)))
     actions, td_targets = rng.integers(0, n_out, size=lead), rng.standard_normal(lead) * 2.0
-    return bind_losses(y, actions, td_targets, y_mae=y_far)
+    weights = rng.uniform(0.1, 2.0, size=lead)  # importance-sampling weights, as prioritized replay gives them
+    return bind_losses(y, actions, td_targets, y_mae=y_far, weights=weights)
 
 
 def _worst(reports: Sequence[ParamReport]) -> ParamReport:

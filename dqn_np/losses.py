@@ -70,21 +70,27 @@ def _huber(
     quadratic: np.ndarray | None = None,
     tmp: np.ndarray | None = None,
     grad: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Huber on residuals `diff`: elementwise `0.5 d^2` if `|d| <= delta` else `delta (|d| - 0.5 delta)`.
 
     The loss sums over `axis` (everything but the member axis) and divides by n. The optional arrays (shape of
     `diff`) receive `|d|`, `min(|d|, delta)`, a temporary and the gradient; with None
-    they are allocated.
+    they are allocated. `weights` (shape of `diff`) scale each entry's loss and gradient; None skips the multiply.
     """
     abs_d = np.abs(diff, out=abs_d)
     quadratic = np.minimum(abs_d, delta, out=quadratic)  # the part of |d| inside the quadratic zone
     tmp = np.multiply(quadratic, 0.5, out=tmp)
     np.subtract(abs_d, tmp, out=tmp)
     np.multiply(quadratic, tmp, out=tmp)  # 0.5 d^2, or delta (|d| - 0.5 delta)
+    if weights is not None:
+        np.multiply(tmp, weights, out=tmp)  # w_i l(d_i)
     loss = _per_member(np.add.reduce(tmp, axis=axis) / n)
     grad = np.copysign(quadratic, diff, out=grad)  # = clip(d, -delta, delta): d inside the zone, ±delta outside
-    return loss, np.divide(grad, n, out=grad)
+    grad = np.divide(grad, n, out=grad)
+    if weights is not None:
+        np.multiply(grad, weights, out=grad)  # (1/n) w_i l'(d_i)
+    return loss, grad
 
 
 def _check_delta(delta: float) -> None:
@@ -114,11 +120,14 @@ def td_loss(
     td_targets: np.ndarray,
     kind: str = "mse",
     delta: float = 1.0,
+    weights: np.ndarray | None = None,
 ) -> tuple[float | np.ndarray, np.ndarray]:
     """The DQN loss on `Q(s, a)` for the actions taken, with the TD targets held constant (semi-gradient).
 
     With `mse`: `L = (1/n) sum (Q(s_i, a_i) - y_i)^2` and `delta2[i, a_i] = (2/n)(Q(s_i, a_i) - y_i)`.
     With `huber`: the Huber loss of the TD error and its derivative `clip(Q - y, ±delta) / n`.
+    With `weights` (importance-sampling weights of prioritized replay): `L = (1/n) sum w_i l(Q(s_i, a_i) - y_i)` and
+    `delta2[i, a_i] = (1/n) w_i l'(Q(s_i, a_i) - y_i)`; still divided by n, not by `sum w`.
     `delta2` is zero in every column but the action taken, so backward only moves the taken action's Q-value.
 
     Args:
@@ -127,6 +136,7 @@ def td_loss(
         td_targets: `y = r + discount * Q_target(s', a')`, shaped like `actions`.
         kind: `"mse"` or `"huber"`.
         delta: the Huber threshold (ignored for `mse`).
+        weights: per-sample weights `w`, shaped like `actions`, finite and >= 0; None weighs every sample 1.
 
     Returns:
         The loss (a float; `(S,)`, each member's own mean, when stacked) and `delta2 = dL/dQ`, shaped like
@@ -153,8 +163,16 @@ def td_loss(
         raise ValueError(f"kind must be one of {TD_KINDS}, got {kind!r}")
     if kind == "huber":
         _check_delta(delta)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=q_values.dtype)
+        if weights.shape != lead:
+            raise ValueError(f"weights must have shape {axes} = {lead} to match q_values, got {weights.shape}")
+        check_finite("weights", weights)
+        if (weights < 0).any():
+            bad = np.argwhere(weights < 0)[0]
+            raise ValueError(f"weights must be >= 0, got {weights[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
     bufs = TDBuffers(lead[-1], n_actions, q_values.dtype, members)
-    return td_loss_unchecked(q_values, actions, td_targets, kind, delta, bufs)
+    return td_loss_unchecked(q_values, actions, td_targets, kind, delta, bufs, weights)
 
 
 class TDBuffers:
@@ -163,10 +181,13 @@ class TDBuffers:
     With `members=S` every array gains a leading member axis: `(S, B)`, `(S, B, A)`.
 
     Attributes:
-        q_taken: `(B,)` `Q(s_i, a_i)`.
-        td_error: `(B,)` `Q(s_i, a_i) - y_i`.
-        abs_error: `(B,)` `|Q(s_i, a_i) - y_i|`.
+        q_taken: `(B,)` `Q(s_i, a_i)`; the view `stats[0]`.
+        td_error: `(B,)` `Q(s_i, a_i) - y_i`, signed.
+        abs_error: `(B,)` the per-sample `|Q(s_i, a_i) - y_i|`, unweighted even when the call had `weights` (what
+            prioritized replay turns into priorities); a view of `stats[1]`. Valid until the next call with these
+            buffers.
         stats: `(2, B)`, the rows `q_taken` and `abs_error`: one reduction gives both metrics.
+        row_offsets: `(B,)` int, the flat index of `Q(s_i, 0)` in a C-ordered `(B, A)` array.
         delta2: `(B, A)` `dL/dQ`, zero outside the taken actions.
     """
 
@@ -182,14 +203,22 @@ class TDBuffers:
 
 
 def td_loss_unchecked(
-    q_values: np.ndarray, actions: np.ndarray, td_targets: np.ndarray, kind: str, delta: float, bufs: TDBuffers
+    q_values: np.ndarray,
+    actions: np.ndarray,
+    td_targets: np.ndarray,
+    kind: str,
+    delta: float,
+    bufs: TDBuffers,
+    weights: np.ndarray | None = None,
 ) -> tuple[float | np.ndarray, np.ndarray]:
     """`td_loss` without checks, writing into `bufs` (sized for `q_values`); the same math, line for line.
 
     Args:
         q_values: `(B, A)` or `(S, B, A)`; actions: `(B,)` or `(S, B)` integers in `[0, A)`; td_targets: like
-            `actions`, in the dtype of `q_values`; kind: `"mse"` or `"huber"`; delta: the Huber threshold. All trusted.
-        bufs: `TDBuffers(B, A, dtype, members)`.
+            `actions`, in the dtype of `q_values`; kind: `"mse"` or `"huber"`; delta: the Huber threshold;
+            weights: None, or per-sample weights like `actions` in the dtype of `q_values`, finite and >= 0. All
+            trusted.
+        bufs: `TDBuffers(B, A, dtype, members)`; afterwards `bufs.abs_error` holds the per-sample |TD error|.
 
     Returns:
         The loss (float, or `(S,)` per member) and `delta2 = dL/dQ`, which is `bufs.delta2` (overwritten by the
@@ -201,11 +230,16 @@ def td_loss_unchecked(
     td_error = np.subtract(q_taken, td_targets, out=bufs.td_error)  # Q(s, a) - y
     if kind == "mse":
         squares = np.multiply(td_error, td_error, out=bufs.tmp)
+        if weights is not None:
+            np.multiply(squares, weights, out=squares)  # w_i (Q - y)^2
         loss = _per_member(np.add.reduce(squares, axis=-1) / n)  # each member's mean over its own batch
         grad_taken = np.multiply(td_error, 2.0 / n, out=bufs.grad_taken)
+        if weights is not None:
+            np.multiply(grad_taken, weights, out=grad_taken)  # (2/n) w_i (Q - y)
         np.abs(td_error, out=bufs.abs_error)
     else:
-        loss, grad_taken = _huber(td_error, delta, n, -1, bufs.abs_error, bufs.quadratic, bufs.tmp, bufs.grad_taken)
+        loss, grad_taken = _huber(td_error, delta, n, -1, bufs.abs_error, bufs.quadratic, bufs.tmp, bufs.grad_taken,
+                                  weights)
     delta2 = bufs.delta2
     delta2.fill(0)
     delta2.ravel()[idx] = grad_taken  # only the taken action's column receives gradient

@@ -198,3 +198,49 @@ def test_td_loss_unchecked_reuses_its_buffers_and_equals_td_loss_exactly(kind):
         np.testing.assert_array_equal(bufs.q_taken, q[np.arange(7), actions])
         np.testing.assert_array_equal(bufs.abs_error, np.abs(q[np.arange(7), actions] - td_targets))
     assert np.count_nonzero(bufs.delta2) == 7
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+@pytest.mark.parametrize("kind", ["td_mse", "td_huber"])
+def test_weighted_td_loss_gradient_matches_central_differences(kind, batch):
+    y_hat, y, actions, td_targets = data(batch, seed=batch)
+    weights = np.random.default_rng(batch).uniform(0.1, 2.0, batch)
+    loss = bind_losses(y, actions, td_targets, weights=weights)[f"{kind}_weighted"]
+    _, grad = loss(y_hat)
+    (report,) = check_gradients(lambda: loss(y_hat)[0], {"y_hat": y_hat}, {"y_hat": grad})
+    assert report.rel_error < TOL, report
+
+
+@pytest.mark.parametrize("kind", ["mse", "huber"])
+def test_weighted_td_loss_is_the_mean_of_weighted_per_sample_losses_divided_by_n(kind):
+    q, _, actions, td_targets = data(9, seed=4)
+    weights = np.random.default_rng(4).uniform(0.0, 3.0, 9)
+    loss, delta2 = td_loss(q, actions, td_targets, kind=kind, weights=weights)
+    rows = np.arange(9)
+    per_sample = [td_loss(q[i : i + 1], actions[i : i + 1], td_targets[i : i + 1], kind=kind)[0] for i in rows]
+    np.testing.assert_allclose(loss, np.mean(weights * np.array(per_sample)), rtol=1e-12)
+    _, plain = td_loss(q, actions, td_targets, kind=kind)
+    np.testing.assert_allclose(delta2, plain * weights[:, None], rtol=1e-12)
+    ones_loss, ones_delta2 = td_loss(q, actions, td_targets, kind=kind, weights=np.ones(9))
+    assert ones_loss == td_loss(q, actions, td_targets, kind=kind)[0]
+    np.testing.assert_array_equal(ones_delta2, plain)
+
+
+def test_weighted_td_loss_keeps_abs_error_unweighted_for_the_priorities():
+    q, _, actions, td_targets = data(5, seed=2)
+    bufs = TDBuffers(5, N_OUT, np.dtype(np.float64))
+    td_loss_unchecked(q, actions, td_targets, "mse", 1.0, bufs, np.full(5, 0.25))
+    np.testing.assert_array_equal(bufs.abs_error, np.abs(q[np.arange(5), actions] - td_targets))
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        (np.ones(2), r"weights must have shape .* got \(2,\)"),
+        (np.array([1.0, np.nan, 1.0]), r"weights must be finite, got nan at index \(1,\)"),
+        (np.array([1.0, -0.5, 1.0]), r"weights must be >= 0, got -0.5 at index \(1,\)"),
+    ],
+)
+def test_td_loss_rejects_bad_weights(weights, match):
+    with pytest.raises(ValueError, match=match):
+        td_loss(Q, np.array([0, 1, 1]), np.zeros(3), weights=weights)
