@@ -59,6 +59,11 @@ class _Optimizer:
             return
         self.step(params, grads)
 
+    def flat_slots(self) -> list[np.ndarray]:
+        """The fused state: one flat buffer per slot (in `slots` order, parameters in their dict's order), of which
+        every `state[slot][name]` is a view; `[]` before the first fused step or on the per-parameter path."""
+        return [] if self._fused is None else self._fused[4]
+
     def _step(self, params: Params, grads: Params) -> None:
         self.t += 1
         fused = self._fuse(params, grads)

@@ -48,6 +48,16 @@ class _UpdateBuffers:
         self.stat_sums = np.empty((2, *lead[:-1]), dtype=dtype)  # per member: sums of Q(s, a) and |Q(s, a) - y|
 
 
+def _restore(arrays: dict[str, np.ndarray], names: list[str], saved: np.ndarray | None,
+             members: np.ndarray | slice) -> None:
+    """Put `members` of every `arrays[name]` back from `saved`, their flat copy in `names` order (None: zeros)."""
+    offset = 0
+    for k in names:
+        v = arrays[k]
+        v[members] = 0 if saved is None else saved[offset:offset + v.size].reshape(v.shape)[members]
+        offset += v.size
+
+
 class DQNAgent:
     """Deep Q-network agent on a flat observation vector and `n_actions` discrete actions.
 
@@ -91,6 +101,7 @@ class DQNAgent:
         self.frozen_at: dict[int, int] = {}  # member -> the update on which `update` found it non-finite
         dtype = self.online.dtype
         self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
+        self._pre: list[np.ndarray] = []  # flat parameters and optimizer slots before the last step
         # per-member clipping reads these views; an unstacked agent is one member (the same sums, the same bits)
         grads = tuple(self.online.grads.values())
         self._grad_arrays = grads if self.members is not None else tuple(g[None] for g in grads)
@@ -244,7 +255,12 @@ class DQNAgent:
             if self._frozen is not None:
                 for g in self._grad_arrays:
                     g[self.frozen] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
+        self._save_pre_step()
         self.optimizer.step_unchecked(self.online.params, self.online.grads)
+        # A finite gradient can still overflow a parameter (SGD with a huge step): check what the step wrote.
+        if not self._step_was_finite():
+            newly = self._undo_non_finite_step()  # raises for an unstacked agent
+            finite[newly] = False
         self.n_updates += 1
         if self.n_updates % self.config.target_update_interval == 0:
             self.sync_target()  # the target moves only every so often, which keeps y still
@@ -257,6 +273,57 @@ class DQNAgent:
                     "td_errors": bufs.td.abs_error}
         return {"loss": loss, "q_mean": sums[0] / n, "grad_norm": grad_norm, "td_abs": sums[1] / n,
                 "finite": finite, "td_errors": bufs.td.abs_error}
+
+    def _save_pre_step(self) -> None:
+        """Copy the flat parameters and optimizer slots into `_pre` (a few memcpy's; what a non-finite step undoes).
+
+        Slots that do not exist yet (before the first step) are not copied: the undo puts zeros back.
+        """
+        slots = self.optimizer.flat_slots()
+        if not slots:  # not fused yet (a new or just loaded optimizer): lay its slots out the fused way, once
+            names = list(self.online.params)
+            slots = [np.concatenate([self.optimizer.state[slot][k].ravel() for k in names])
+                     for slot in self.optimizer.slots if len(self.optimizer.state[slot]) == len(names)]
+        flats = [self.online.flat_params, *slots]
+        if [f.shape for f in self._pre] != [f.shape for f in flats]:
+            self._pre = [np.empty_like(f) for f in flats]
+        for saved, flat in zip(self._pre, flats, strict=True):
+            np.copyto(saved, flat)
+
+    def _step_was_finite(self) -> bool:
+        """One sum per flat buffer: finite unless a value is not (or, rarely, the sum overflows: the cold path
+        then looks member by member)."""
+        return all(math.isfinite(np.add.reduce(f)) for f in (self.online.flat_params, *self.optimizer.flat_slots()))
+
+    def _undo_non_finite_step(self) -> np.ndarray:
+        """The cold path after a step that wrote a non-finite value: put back the members it broke and freeze them.
+
+        Returns:
+            The members (stacked) newly frozen; an unstacked agent is restored whole and raises DivergenceError.
+        """
+        names = list(self.online.params)
+        slots = self.optimizer.flat_slots()
+        live = [(self.online.params, self._pre[0])]  # (arrays by name, their pre-step flat copy)
+        live += [(self.optimizer.state[slot], self._pre[1 + i] if 1 + i < len(self._pre) else None)
+                 for i, slot in enumerate(self.optimizer.slots) if i < len(slots)]
+        if self.members is None:
+            for arrays, saved in live:
+                _restore(arrays, names, saved, slice(None))
+            self.optimizer.t -= 1
+            raise DivergenceError(f"non-finite parameters after the optimizer step at update {self.n_updates + 1} "
+                                  f"(gradient finite, norm within max_grad_norm; is the learning rate "
+                                  f"{self.config.learning_rate} too large?); the step was undone")
+        bad = np.zeros(self.members, bool)
+        for arrays, _saved in live:
+            for k in names:
+                bad |= ~np.isfinite(arrays[k].reshape(self.members, -1)).all(axis=1)
+        newly = np.flatnonzero(bad & ~self.frozen)
+        if newly.size:
+            for arrays, saved in live:
+                _restore(arrays, names, saved, newly)
+            self.frozen_at.update({int(s): self.n_updates + 1 for s in newly})
+            self.freeze(newly)  # snapshots the restored state (the target has not been synced from the step)
+        return newly
 
     def _check_batch(self, batch: Batch) -> Batch:
         """Check B transitions' shapes once, at the boundary; cast observations to the networks' dtype if needed."""

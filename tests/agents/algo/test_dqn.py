@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.config import DQNConfig
 from agents.algo.dqn import DivergenceError, DQNAgent
+from agents.config import DQNConfig
 from agents.data.replay import Batch
 from dqn_np import SGD, Adam, clip_grad_norm, td_loss
 from dqn_np.gradcheck import check_gradients
