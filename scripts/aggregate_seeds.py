@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -28,7 +27,7 @@ PROG = "aggregate_seeds.py"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("folders", nargs="+", type=Path, help="batch folders and/or single-run folders")
     p.add_argument("--out", type=Path, required=True, help="folder for aggregate.json and aggregate.png")
     p.add_argument("--threshold", type=float, default=None,

@@ -90,7 +90,7 @@ def matmul_rate(sizes: tuple[int, ...], batch: int, members: int, dtype: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64], help="S values (default: 1 8 32 64)")
     p.add_argument("--sequential", type=int, default=0,
                    help="also train this many single runs one after another, and compare (default: 0, none)")

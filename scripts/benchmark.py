@@ -18,7 +18,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -84,7 +83,7 @@ def _median(rows: list[dict], key: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("--env-id", default="CartPole-v1")
     p.add_argument("--seeds", default="0-9", help="seeds: a range 0-9, a list 0,3,7, or both (default: 0-9)")
     p.add_argument("--total-steps", type=int, default=50_000)

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import signal
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -69,8 +70,20 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written; option help wrapped at spaces only, so `--eval-episodes` is never split."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr and exit status 2, like every other error here."""
+    """An ArgumentParser whose usage errors are one line on stderr and exit status 2, like every other error here;
+    its help keeps the description's layout and never splits a flag's name (`HelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         fail(self.prog, f"{message} (see --help)")
@@ -116,7 +129,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argparse.Namespace:
     """The flags of both training commands (`layout` "single" takes `--seed`, "batch" `--seeds`)."""
-    p = OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = OneLineParser(prog=prog, description=doc,
                       epilog="exit status: 0 done; 1 every seed diverged, or a file could not be written; 2 bad "
                              "input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (checkpoint saved)")
     if layout == "single":
