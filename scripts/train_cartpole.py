@@ -22,6 +22,8 @@ if __name__ == "__main__":
     for _signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_signum, lambda signum, _frame: _EARLY_SIGNALS.append(signum))
 
+from agents.loop.events import StopFlag  # noqa: E402
+from agents.run.cli import _main as _cli_run  # noqa: E402
 from agents.run.cli import main as _cli_main  # noqa: E402
 
 PROG = "train_cartpole.py"
@@ -29,6 +31,11 @@ PROG = "train_cartpole.py"
 
 def main(argv: list[str] | None = None) -> int:
     return _cli_main(argv, "single", PROG, __doc__, _EARLY_SIGNALS)
+
+
+def _main(argv: list[str] | None, stop: StopFlag) -> int:
+    """`main` with the caller's stop flag and no signal handlers of its own (tests drive it so)."""
+    return _cli_run(argv, "single", PROG, __doc__, stop)
 
 
 if __name__ == "__main__":

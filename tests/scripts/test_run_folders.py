@@ -10,6 +10,7 @@ line on stderr with the right exit status and no traceback, and leaves every fil
 """
 
 import contextlib
+import importlib
 import importlib.util
 import json
 import os
@@ -22,12 +23,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from agents.loop.events import Callback
-from agents.run.checkpoint import load_checkpoint
 from agents.config import DQNConfig
-from agents.run import train
+from agents.loop.events import Callback
+from agents.run import train_one
+from agents.run.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/train_cartpole.py"
@@ -198,23 +200,24 @@ def test_signal_during_setup_writes_nothing(tmp_path: Path, capsys) -> None:
 
 
 def test_signal_during_the_plot_exits_130_with_the_resume_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    import agents.run
-
+    train_module = importlib.import_module("agents.run.train")  # `agents.run.train` is the function, not the module
     script = load_script()
     stop = script.StopFlag()
-    real_plot = agents.run.plot_learning_curve
+    real_plot = train_module.plot_learning_curve
 
     def plot_then_signal(*args, **kwargs):
         path = real_plot(*args, **kwargs)
         stop.set("SIGINT")  # as the handler would: Python raises nothing, the flag is seen once the plot is saved
         return path
 
-    monkeypatch.setattr(agents.run, "plot_learning_curve", plot_then_signal)
+    monkeypatch.setattr(train_module, "plot_learning_curve", plot_then_signal)
     out = tmp_path / "run"
     assert script._main(["--total-steps", "300", *TINY, "--out", str(out)], stop) == 130
-    assert f"Resume with: python scripts/train_cartpole.py --resume {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Interrupted by SIGINT after all 300 steps (final evaluation, saving or plotting)" in printed
+    assert f"Resume with: python scripts/train_cartpole.py --resume {out}" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["interrupted"] == "SIGINT"
+    assert summary["status"] == "completed"  # results are written before the plot: a signal then loses nothing
     assert load_checkpoint(out / "checkpoint.npz").meta["env_steps"] == 300
 
 
@@ -273,16 +276,16 @@ def _fill_disk_wrapper(fail_at_save: int) -> str:
     full disk would (for machines where the test cannot mount a small tmpfs)."""
     return f"""
 import errno, os, runpy, sys
-import agents.run
+import agents.run.writer
 saves = [0]
-real = agents.run.save_checkpoint
+real = agents.run.writer.save_checkpoint
 def full_disk(f, **arrays):
     f.write(b"PK\\x03\\x04 half an archive")
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 def save_checkpoint(*args, **kwargs):
     saves[0] += 1
     return real(*args, **kwargs, **({{"write": full_disk}} if saves[0] >= {fail_at_save} else {{}}))
-agents.run.save_checkpoint = save_checkpoint
+agents.run.writer.save_checkpoint = save_checkpoint
 sys.argv = [{SCRIPT!r}] + sys.argv[1:]
 runpy.run_path({SCRIPT!r}, run_name="__main__")
 """
@@ -335,7 +338,7 @@ class DieAt(Callback):
 def test_resume_without_total_steps_continues_to_the_runs_own_total_and_says_so(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train(CONFIG, "CartPole-v1", 0, out, 900, checkpoint_every=300, callbacks=[DieAt(500)])
+        train_one(CONFIG, "CartPole-v1", 0, out, 900, checkpoint_every=300, callbacks=[DieAt(500)])
     proc = run("--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"resuming {out} from step 300 to its total of 900 steps" in proc.stdout
@@ -372,24 +375,31 @@ def test_no_evaluation_does_not_claim_a_best_npz(tmp_path: Path, eval_freq: str,
     assert "saved as best.npz" not in proc.stdout and not (out / "best.npz").exists()
 
 
-def test_divergence_before_the_first_checkpoint_says_there_is_none(tmp_path: Path) -> None:
+def test_a_diverged_run_leaves_its_last_good_state_in_the_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run("--total-steps", "3000", "--learning-starts", "200", "--hidden-sizes", "16", "--no-progress",
                "--optimizer", "sgd", "--learning-rate", "1e300", "--max-grad-norm", "0", "--loss", "mse",
                "--out", str(out))
-    line = one_line(proc, 1, "diverged", "it diverged before its first checkpoint, so there is none to resume")
-    assert "untouched" not in line and not (out / "checkpoint.npz").exists()
-    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
-    # Started again with the same --out: refused, and told that there is nothing to resume.
-    line = one_line(run("--total-steps", "300", *TINY, "--out", str(out)), 2, "already holds a run",
-                    "no checkpoint.npz to resume", "another --out")
-    assert "--resume" not in line
+    one_line(proc, 1, "the run diverged", "non-finite", "the checkpoint holds the last good state", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "non-finite" in summary["error"]
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    params = [v for k, v in ckpt.arrays.items() if k.startswith("agent/online.")]
+    assert params and all(np.isfinite(v).all() for v in params)  # the state before the update that diverged
+    assert not (out / "final.npz").exists()
+    # Started again with the same --out: refused, and told how to resume it.
+    one_line(run("--total-steps", "300", *TINY, "--out", str(out)), 2, "already holds a run", f"--resume {out}")
+    # Resumed: every seed has stopped, so it ends at once, diverged again, with nothing lost.
+    again = run("--resume", str(out), "--no-progress")
+    assert again.returncode == 1 and "diverged" in again.stderr
+    assert json.loads((out / "summary.json").read_text())["env_steps"] == summary["env_steps"]
 
 
 def test_help_shows_the_defaults_of_the_run_options() -> None:
     proc = run("--help")
     text = " ".join(proc.stdout.split())
     assert "only at the end (default: 10000)" in text
-    assert "episodes of the final evaluation (default: --eval-episodes)" in text
-    assert "(default: 50000; with --resume, the run's own total)" in text
+    assert "episodes of the final evaluation of each seed's final and best model (default: --eval-episodes)" in text
+    assert "(default: 50000; with --resume, the run's own)" in text
+    assert "exit status: 0 done; 1 every seed diverged" in text
 
