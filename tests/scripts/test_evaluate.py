@@ -1,4 +1,5 @@
-"""scripts/evaluate.py, run the way a user types it: results of a trained agent, and one-line errors on bad input."""
+"""scripts/evaluate.py, run the way a user types it: results of a trained agent (a single run's model files and
+checkpoint, and a model of one seed of a batch), and one-line errors on bad input."""
 
 import json
 import os
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.run.checkpoint import flatten_state, save_checkpoint
-from agents.config import DQNConfig
 from agents.algo.dqn import DQNAgent
-from agents.train import Trainer
+from agents.config import DQNConfig
+from agents.loop.evaluation import evaluate
+from agents.run import load_checkpoint, train, train_one
 from envs import VecEnv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,16 +43,31 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 @pytest.fixture(scope="module")
-def trainer() -> Trainer:
-    """A tiny agent trained on CartPole for 600 steps."""
-    trainer = Trainer(lambda n, rng: VecEnv("CartPole-v1", n, rng), TINY, seed=0)
-    trainer.run(600)
-    return trainer
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny single run on CartPole, 600 steps (no evaluation during training, so no best.npz; read only)."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert train_one(TINY, "CartPole-v1", 0, out, 600)["status"] == "completed"
+    return out
 
 
 @pytest.fixture(scope="module")
-def agent_file(trainer: Trainer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trainer.agent.save(tmp_path_factory.mktemp("ckpt") / "final.npz")
+def agent(run_dir: Path) -> DQNAgent:
+    return DQNAgent.load(run_dir / "final.npz")
+
+
+@pytest.fixture(scope="module")
+def agent_file(run_dir: Path) -> Path:
+    return run_dir / "final.npz"
+
+
+@pytest.fixture(scope="module")
+def batch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny batch of seeds 0 and 1 (DIR/seed0, DIR/seed1, one checkpoint.npz for both), with a best.npz per seed."""
+    out = tmp_path_factory.mktemp("batch") / "batch"
+    config = DQNConfig(hidden_sizes=(16,), batch_size=32, buffer_size=1_000, learning_starts=100, eval_freq=200,
+                       eval_episodes=2, n_envs=4)
+    assert train(config, "CartPole-v1", [0, 1], out, 400, layout="batch")["status"] == "completed"
+    return out
 
 
 def test_evaluates_a_trained_agent(agent_file):
@@ -73,20 +89,25 @@ def test_same_seed_same_returns(agent_file):
     assert first["returns"] == second["returns"]
 
 
-def test_env_id_defaults_to_the_one_in_the_file(trainer, tmp_path):
-    path = trainer.agent.save(tmp_path / "best.npz", meta={"env_id": "CartPole-v0"})
+def test_env_id_defaults_to_the_one_in_the_file(agent, tmp_path):
+    path = agent.save(tmp_path / "best.npz", meta={"env_id": "CartPole-v0"})
     result = run_evaluate(path, "--episodes", "2", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["env_id"] == "CartPole-v0"
-    assert_one_line_error(run_evaluate(trainer.agent.save(path, meta={"env_id": "NoSuchEnv-v0"})), "NoSuchEnv-v0")
-
-
-def test_evaluates_a_training_checkpoint(trainer, tmp_path):
-    arrays, meta = flatten_state(trainer.state_dict())
-    path = save_checkpoint(tmp_path / "checkpoint.npz", trainer.config, 4, 2, arrays, {**meta, "env_id": "CartPole-v1"})
-    result = run_evaluate(path, "--episodes", "2", "--json")
+    assert_one_line_error(run_evaluate(agent.save(path, meta={"env_id": "NoSuchEnv-v0"})), "NoSuchEnv-v0")
+    result = run_evaluate(agent.save(path), "--episodes", "2", "--json")  # a file that names no env_id
     assert result.returncode == 0, result.stderr
-    assert len(json.loads(result.stdout.splitlines()[-1])["returns"]) == 2
+    assert json.loads(result.stdout.splitlines()[-1])["env_id"] == "CartPole-v1"
+
+
+def test_evaluates_a_training_checkpoint(run_dir, agent_file):
+    # A single run's checkpoint.npz holds the engine of one member: its online network is the final model's.
+    from_checkpoint = run_evaluate(run_dir / "checkpoint.npz", "--episodes", "2", "--json")
+    assert from_checkpoint.returncode == 0, from_checkpoint.stderr
+    report = json.loads(from_checkpoint.stdout.splitlines()[-1])
+    assert len(report["returns"]) == 2 and report["env_id"] == "CartPole-v1"
+    from_model = json.loads(run_evaluate(agent_file, "--episodes", "2", "--json").stdout.splitlines()[-1])
+    assert report["returns"] == from_model["returns"]
 
 
 def test_a_run_folder_evaluates_its_best_checkpoint_and_says_so(agent_file, tmp_path):
@@ -99,6 +120,43 @@ def test_a_run_folder_evaluates_its_best_checkpoint_and_says_so(agent_file, tmp_
     assert f"{run_dir} is a run folder: evaluating its best checkpoint {run_dir / 'best.npz'}" in from_folder.stdout
     assert json.loads(from_folder.stdout.splitlines()[-1])["returns"] == json.loads(
         from_file.stdout.splitlines()[-1])["returns"]
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_evaluates_the_best_model_of_one_seed_of_a_batch(batch_dir, k):
+    path = batch_dir / f"seed{k}" / "best.npz"
+    result = run_evaluate(path, "--episodes", "3", "--seed", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["checkpoint"] == str(path) and report["env_id"] == "CartPole-v1" and report["episodes"] == 3
+    assert load_checkpoint(path).meta["seed"] == k  # member k's model, in seed k's folder
+    # the same greedy episodes as member k's model evaluated here, from reset seeds 5, 6, 7
+    env = VecEnv("CartPole-v1", 3, np.random.default_rng(5))
+    try:
+        expected = evaluate(DQNAgent.load(path), env, 3, 5)
+    finally:
+        env.close()
+    assert report["returns"] == expected.tolist()
+    # its seed folder evaluates that same file
+    from_folder = run_evaluate(batch_dir / f"seed{k}", "--episodes", "3", "--seed", "5", "--json")
+    assert from_folder.returncode == 0, from_folder.stderr
+    assert f"evaluating its best checkpoint {path}" in from_folder.stdout
+    assert json.loads(from_folder.stdout.splitlines()[-1])["returns"] == report["returns"]
+
+
+def test_the_seeds_of_a_batch_are_different_models(batch_dir):
+    first, second = (DQNAgent.load(batch_dir / f"seed{k}" / "best.npz") for k in (0, 1))
+    assert first.online.params.keys() == second.online.params.keys()
+    assert any(not np.array_equal(first.online.params[name], second.online.params[name])
+               for name in first.online.params)
+
+
+def test_a_batch_folder_or_its_checkpoint_is_one_line_naming_a_seed_folder(batch_dir):
+    assert_one_line_error(run_evaluate(batch_dir, "--episodes", "1"), str(batch_dir), "batch of seeds",
+                          "2 seed folders", str(batch_dir / "seed0"))
+    checkpoint = batch_dir / "checkpoint.npz"
+    assert_one_line_error(run_evaluate(checkpoint, "--episodes", "1"), str(checkpoint), "holds 2 agents",
+                          str(batch_dir / "seed<k>" / "best.npz"))
 
 
 def test_a_run_folder_without_best_checkpoint_is_one_line(tmp_path):

@@ -1,12 +1,12 @@
-"""scripts/train_seeds.py, run exactly as a user types it, and `agents.seed_run.train_seeds`:
+"""scripts/train_seeds.py, run exactly as a user types it, and `agents.run.train` with layout "batch":
 
     1  the batch folder end to end (every file, loadable models, evaluate.py on a seed folder, the aggregate)
     2  seed k of a batch is the single run `train_cartpole.py --seed k` (float64: the same rows and parameters)
-    3  an exact resume (to a larger total, and after SIGINT)
+    3  an exact resume (to a larger total, and after SIGINT); --no-save-replay (resumes, says it is not exact)
     4  bad input: one line on stderr naming the bad value, exit status 2, nothing written
     5  a batch folder and a single-run folder refuse each other's command, naming the right one
-    6  --help
-    7  the Python API without a folder
+    6  --help, and the same run flags as train_cartpole.py (--seeds for --seed)
+    7  the Python API: without a folder; each seed's summary has a single run's keys
 
 Every run is tiny (16 hidden units, 4 envs, a few hundred steps, 2-3 seeds): totals are multiples of the 4 envs.
 """
@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.loop.events import EpisodeRow, EvalRow
-from agents.run.checkpoint import load_checkpoint
-from agents.config import DQNConfig, field_docs
 from agents.algo.dqn import DQNAgent
+from agents.config import DQNConfig, field_docs
 from agents.data.replay import MemberReplay, available_memory
-from agents.run import train
-from agents.seed_run import train_seeds
+from agents.loop.events import EpisodeRow, EvalRow
+from agents.run import train, train_one
+from agents.run.checkpoint import load_checkpoint
+from agents.run.cli import parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/train_seeds.py"
@@ -115,7 +115,7 @@ def batch(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def batch01(tmp_path_factory) -> Path:
     """A batch of seeds 0 and 1, 400 steps, written by the Python API (copy it before changing anything)."""
     out = tmp_path_factory.mktemp("batch01") / "batch"
-    result = train_seeds(CONFIG, "CartPole-v1", [0, 1], out, 400)
+    result = train(CONFIG, "CartPole-v1", [0, 1], out, 400, layout="batch")
     assert result["status"] == "completed"
     return out
 
@@ -124,7 +124,7 @@ def batch01(tmp_path_factory) -> Path:
 def single_run(tmp_path_factory) -> Path:
     """A single run of seed 0, 400 steps (copy it before changing anything)."""
     out = tmp_path_factory.mktemp("single") / "run"
-    assert train(CONFIG, "CartPole-v1", 0, out, 400)["status"] == "completed"
+    assert train_one(CONFIG, "CartPole-v1", 0, out, 400)["status"] == "completed"
     return out
 
 
@@ -149,7 +149,8 @@ def test_batch_folder_end_to_end(batch) -> None:
     assert config["env_id"] == "CartPole-v1" and config["seeds"] == seeds and config["total_steps"] == 800
     assert DQNConfig.from_json(json.dumps(config["config"])) == CONFIG
     ckpt = load_checkpoint(out / "checkpoint.npz")
-    assert ckpt.meta["kind"] == "seed_batch" and ckpt.meta["seeds"] == seeds and ckpt.meta["env_steps"] == 800
+    assert ckpt.meta["kind"] == "engine" and ckpt.meta["layout"] == "batch"
+    assert ckpt.meta["seeds"] == seeds and ckpt.meta["env_steps"] == 800
 
     for k in seeds:
         folder = out / f"seed{k}"
@@ -198,7 +199,8 @@ def test_evaluate_takes_a_seed_folder(batch) -> None:
 
 
 def test_seed_of_a_batch_equals_the_single_run_of_that_seed(tmp_path: Path) -> None:
-    flags = [*TINY, "--dtype", "float64", "--total-steps", "800"]
+    flags = [*TINY, "--dtype", "float64", "--total-steps", "800", "--env-backend", "numpy", "--checkpoint-every",
+             "400", "--final-eval-episodes", "2"]
     ok("--seeds", "0-2", *flags, "--out", str(tmp_path / "batch"))
     ok("--seed", "1", *flags, "--out", str(tmp_path / "single"), script=SINGLE_SCRIPT)
     member, single = tmp_path / "batch" / "seed1", tmp_path / "single"
@@ -214,10 +216,14 @@ def test_seed_of_a_batch_equals_the_single_run_of_that_seed(tmp_path: Path) -> N
     for key, value in final_member.items():
         assert value.dtype == final_single[key].dtype, key
         np.testing.assert_allclose(value, final_single[key], rtol=0, atol=1e-9, err_msg=key)
-    assert load_json(member / "summary.json")["updates"] == load_json(single / "summary.json")["updates"] > 0
+    summary_member, summary_single = load_json(member / "summary.json"), load_json(single / "summary.json")
+    assert summary_member["updates"] == summary_single["updates"] > 0
+    assert summary_member["final_eval_episodes"] == summary_single["final_eval_episodes"] == 2
+    for key in ("episodes", "best_eval_mean", "best_eval_step", "final_eval_mean", "best_model_eval_mean"):
+        assert summary_member[key] == summary_single[key], key
 
 
-# --- 3: exact resume -----------------------------------------------------------------------------------------------
+# --- 3: exact resume; a resume without the replay buffers ------------------------------------------------------
 
 
 def assert_same_batches(a: Path, b: Path) -> None:
@@ -245,6 +251,7 @@ def assert_same_batches(a: Path, b: Path) -> None:
         assert np.array_equal(ckpt_a[key], ckpt_b[key]), key
 
 
+@pytest.mark.slow
 def test_resumed_batch_is_identical_to_an_uninterrupted_one(tmp_path: Path) -> None:
     a, b = tmp_path / "A", tmp_path / "B"
     flags = ["--seeds", "0-2", *TINY, "--dtype", "float64"]
@@ -290,7 +297,8 @@ def test_sigint_leaves_a_resumable_batch(tmp_path: Path) -> None:
     steps = summary["env_steps"]
     assert 400 <= steps < 200_000
     ckpt = load_checkpoint(out / "checkpoint.npz")
-    assert ckpt.meta["kind"] == "seed_batch" and ckpt.meta["env_steps"] == steps and ckpt.meta["seeds"] == [0, 1]
+    assert ckpt.meta["kind"] == "engine" and ckpt.meta["layout"] == "batch"
+    assert ckpt.meta["env_steps"] == steps and ckpt.meta["seeds"] == [0, 1]
 
     ok("--resume", str(out), "--total-steps", str(steps + 400), "--no-progress")
     summary = load_json(out / "summary.json")
@@ -300,6 +308,41 @@ def test_sigint_leaves_a_resumable_batch(tmp_path: Path) -> None:
         assert seed_summary["status"] == "completed" and seed_summary["env_steps"] == steps + 400
         episodes = [int(r[0]) for r in read_csv(out / f"seed{k}" / "progress.csv")[1]]
         assert episodes == list(range(1, len(episodes) + 1))
+
+
+@pytest.mark.slow
+def test_no_save_replay_leaves_the_buffers_out_and_the_resume_says_it_is_not_exact(tmp_path: Path) -> None:
+    a, b = tmp_path / "A", tmp_path / "B"
+    flags = ["--seeds", "0-1", *TINY]
+    ok(*flags, "--total-steps", "800", "--out", str(b))  # uninterrupted, with its replay buffers
+    ok(*flags, "--total-steps", "600", "--no-save-replay", "--out", str(a))  # past the evaluation at step 500
+    without, with_replay = load_checkpoint(a / "checkpoint.npz"), load_checkpoint(b / "checkpoint.npz")
+    replay_keys = {k for k in with_replay.arrays if k.startswith("replay/")}
+    assert any(k.startswith("replay/buffers/0/") for k in replay_keys)
+    assert any(k.startswith("replay/buffers/1/") for k in replay_keys)
+    assert without.meta["env_steps"] == 600 and without.meta["seeds"] == [0, 1]
+    assert set(without.arrays) == set(with_replay.arrays) - replay_keys  # everything else is saved
+    assert "buffers" not in without.meta["replay"] and len(without.meta["replay"]["rng"]) == 2  # the generators are
+    assert (a / "checkpoint.npz").stat().st_size < (b / "checkpoint.npz").stat().st_size
+
+    proc = ok("--resume", str(a), "--total-steps", "800", "--no-save-replay", "--no-progress")
+    warning = ("the checkpoint holds no replay buffers: training refills them before it goes on, so this run will "
+               "differ from an uninterrupted one")
+    assert f"{PROG}: warning: {warning}" in proc.stderr.splitlines(), proc.stderr
+    top = load_json(a / "summary.json")
+    assert top["status"] == "completed" and top["env_steps"] == 800 and warning in top["warnings"]
+    resumed = load_checkpoint(a / "checkpoint.npz")
+    assert resumed.meta["env_steps"] == 800 and not any(k.startswith("replay/") for k in resumed.arrays)
+    for k in (0, 1):
+        seed_a, seed_b = load_json(a / f"seed{k}" / "summary.json"), load_json(b / f"seed{k}" / "summary.json")
+        assert seed_a["status"] == "completed" and seed_a["env_steps"] == 800 and warning in seed_a["warnings"]
+        episodes = [int(r[0]) for r in read_csv(a / f"seed{k}" / "progress.csv")[1]]
+        assert episodes == list(range(1, len(episodes) + 1))
+        # The refill costs the gradient steps due while the buffers held less than one batch: not the same run.
+        assert 0 < seed_a["updates"] < seed_b["updates"]
+        final_a, final_b = npz_arrays(a / f"seed{k}" / "final.npz"), npz_arrays(b / f"seed{k}" / "final.npz")
+        assert set(final_a) == set(final_b)
+        assert any(not np.array_equal(final_a[key], final_b[key]) for key in final_a if key.startswith("online."))
 
 
 # --- 4: bad input ------------------------------------------------------------------------------------------------
@@ -327,8 +370,7 @@ def test_bad_option_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: 
 
 def test_buffers_too_large_for_memory_are_refused_naming_the_bytes(tmp_path: Path) -> None:
     available = available_memory()
-    if available is None:
-        pytest.skip("the memory available is unknown here")
+    assert available is not None, "the refusal needs the memory available (/proc/meminfo MemAvailable)"
     buffer_size, n_seeds = 10_000_000_000, 100
     need = MemberReplay.nbytes_for(n_seeds, buffer_size, 4, "float32")  # CartPole: 4 observation values
     assert need > available
@@ -407,12 +449,37 @@ def test_help_lists_the_batch_options_and_every_config_field() -> None:
         assert normalize(docs[field.name]) in text, field.name
 
 
+HELP_OPTION = re.compile(r"^  (?:-h, )?(--[a-z0-9-]+)( \S.*?)?(?=\s{2,}|$)", re.MULTILINE)
+
+
+def help_options(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    """The options `--help` lists (one per line of its options sections) -> the argument each takes ("" if none)."""
+    found = {m.group(1): (m.group(2) or "").strip() for m in HELP_OPTION.finditer(proc.stdout)}
+    assert "--help" in found and "--total-steps" in found, proc.stdout
+    return found
+
+
+def test_both_commands_take_the_same_run_flags_but_for_the_seeds() -> None:
+    batch, single = help_options(ok("--help")), help_options(ok("--help", script=SINGLE_SCRIPT))
+    # cli.parse_args: the layouts differ only in which seeds (--seed K / --seeds LIST); nothing else is one-layout
+    assert set(batch) - set(single) == {"--seeds"}
+    assert set(single) - set(batch) == {"--seed"}
+    shared = set(batch) & set(single)
+    assert {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(DQNConfig)} < shared
+    assert {flag: batch[flag] for flag in shared} == {flag: single[flag] for flag in shared}  # the same arguments
+    # ... and the same defaults
+    args_batch, args_single = vars(parse_args([], "batch", PROG, "")), vars(parse_args([], "single", PROG, ""))
+    assert args_batch.keys() - args_single.keys() == {"seeds"} and args_single.keys() - args_batch.keys() == {"seed"}
+    assert {k: args_batch[k] for k in args_batch if k != "seeds"} == {k: args_single[k] for k in args_single
+                                                                     if k != "seed"}
+
+
 # --- 7: the Python API ---------------------------------------------------------------------------------------------
 
 
 def test_api_without_a_folder_writes_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = train_seeds(CONFIG, "CartPole-v1", [0, 1], None, 400)
+    result = train(CONFIG, "CartPole-v1", [0, 1], None, 400, layout="batch")
     assert result["status"] == "completed" and result["seeds"] == [0, 1] and result["env_steps"] == 400
     assert len(result["summaries"]) == 2
     assert [s["seed"] for s in result["summaries"]] == [0, 1]
@@ -420,6 +487,25 @@ def test_api_without_a_folder_writes_nothing(tmp_path: Path, monkeypatch) -> Non
     assert result["aggregate"]["fraction_solved"]["n"] == 2
     assert result["aggregate"]["seeds"] == [0, 1]
     assert list(tmp_path.iterdir()) == []
+
+
+CLOCK = {"train_seconds", "eval_seconds", "phase_seconds", "wall_seconds", "solved_at_seconds"}
+
+
+def test_each_seeds_summary_has_the_keys_of_a_single_runs_summary(batch01, single_run) -> None:
+    single = train_one(CONFIG, "CartPole-v1", 0, None, 400)
+    result = train(CONFIG, "CartPole-v1", [0, 1], None, 400, layout="batch")
+    assert [s["seed"] for s in result["summaries"]] == [0, 1]
+    for summary in result["summaries"]:
+        assert set(summary) == set(single), set(summary) ^ set(single)
+    # seed 0 of the batch is the single run of seed 0: the same figures, but for the clock
+    member = result["summaries"][0]
+    assert {k: v for k, v in member.items() if k not in CLOCK} == {k: v for k, v in single.items() if k not in CLOCK}
+    # and so are the files: DIR/seed<k>/summary.json and a single run's summary.json
+    single_file = load_json(single_run / "summary.json")
+    assert set(single_file) == set(single)
+    for k in (0, 1):
+        assert set(load_json(batch01 / f"seed{k}" / "summary.json")) == set(single_file)
 
 
 def test_without_evaluation_no_best_model_is_claimed(tmp_path: Path) -> None:
@@ -435,8 +521,7 @@ def test_without_evaluation_no_best_model_is_claimed(tmp_path: Path) -> None:
 
 def test_buffers_that_fit_but_not_twice_are_refused_as_a_single_run_is(tmp_path: Path) -> None:
     available = available_memory()
-    if available is None:
-        pytest.skip("the memory available is unknown here")
+    assert available is not None, "the refusal needs the memory available (/proc/meminfo MemAvailable)"
     per_transition = MemberReplay.nbytes_for(1, 1, 4, "float32")
     buffer_size = int(0.7 * available / per_transition)  # fits once, not with its checkpoint copy
     out = tmp_path / "batch"
