@@ -59,6 +59,16 @@ class DQNConfig:
     """Target update weight in (0, 1]: 1 copies the online network (hard update), less is a Polyak average."""
     double_dqn: bool = True
     """Double DQN: the online network picks a' and the target network evaluates it."""
+    dueling: bool = False
+    """Dueling head: Q = V + A - mean_a A from one linear map of the last hidden layer (dqn_np.layers.Dueling)."""
+    prioritized: bool = False
+    """Prioritized replay: draw transition i with probability p_i / sum p, p_i = (|TD error| + eps)^alpha."""
+    prioritized_alpha: float = 0.6
+    """Prioritized replay: how much the priorities count, in [0, 1] (0 is uniform sampling)."""
+    prioritized_beta: float = 0.4
+    """Prioritized replay: importance-sampling exponent at the start, in [0, 1], annealed linearly to 1 over the run."""
+    prioritized_eps: float = 1e-6
+    """Prioritized replay: added to each |TD error| (> 0), so every transition keeps a chance to be sampled."""
     loss: str = "huber"
     """TD loss: mse or huber."""
     huber_delta: float = 1.0
@@ -156,6 +166,9 @@ _RULES: tuple[tuple[str, Any, str], ...] = (
     ("gradient_steps", lambda v: v >= 1, ">= 1"),
     ("target_update_interval", lambda v: v >= 1, ">= 1"),
     ("tau", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("prioritized_alpha", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("prioritized_beta", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("prioritized_eps", lambda v: v > 0, "> 0"),
     ("loss", lambda v: v in LOSSES, f"one of {LOSSES}"),
     ("huber_delta", lambda v: v > 0, "> 0"),
     ("max_grad_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)"),

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dqn_np.layers import Layer
+from dqn_np.layers import Dueling, Layer, Linear
 from dqn_np.losses import huber, mae, mse, td_loss
 from dqn_np.mlp import MLP, allocate
 
@@ -190,8 +190,8 @@ def format_report(
     """
     if depths is not None and len(depths) != len(reports):
         raise ValueError(f"depths must have one entry per report ({len(reports)}), got {len(depths)}")
-    lead = [f"{d:>5} " for d in depths] if depths is not None else [""] * len(reports)
-    header = "depth " if depths is not None else ""
+    lead = [f"{d!s:<7} " for d in depths] if depths is not None else [""] * len(reports)
+    header = "depth   " if depths is not None else ""
     columns = f"{'param':<8} {'shape':<12} {'checked':>8} {'rel error':>10} {'max |a-n|':>10}  result (tol {tol:g})"
     lines = [header + columns]
     for prefix, r in zip(lead, reports, strict=True):
@@ -207,6 +207,7 @@ DEPTHS = (1, 2, 3)  # hidden layers of the MLPs the command line checks
 BATCH_SIZES = (1, 7, 64)
 N_IN, N_HIDDEN, N_OUT = 4, 16, 3
 STACKED_MEMBERS = 3  # the stacked networks checked beside the unstacked ones
+HEADS = {Linear: "", Dueling: ",d"}  # output heads checked, and their mark in the depth column
 
 
 LossFn = Callable[[np.ndarray], tuple[float, np.ndarray]]
@@ -283,15 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rng = np.random.default_rng(args.seed)
     rows, depths, failures = [], [], []
-    for members, depth in [(None, d) for d in DEPTHS] + [(STACKED_MEMBERS, d) for d in DEPTHS]:
+    nets = [(m, d, head) for head in HEADS for m in (None, STACKED_MEMBERS) for d in DEPTHS]
+    for members, depth, head in nets:
         sizes = (N_IN,) + (N_HIDDEN,) * depth + (N_OUT,)
-        mlp = MLP(sizes, rng=rng if members is None else [rng] * members, dtype="float64")
+        mlp = MLP(sizes, rng=rng if members is None else [rng] * members, dtype="float64", head=head)
         lead = () if members is None else (members,)
         for name, p in mlp.params.items():
             if name.startswith("b"):  # zero biases would put pre-activations exactly on the ReLU kink
                 p[...] = rng.normal(scale=0.1, size=p.shape)
         checks: dict[str, list[ParamReport]] = {name: [] for name in mlp.params}
-        label = f"depth {depth}" + ("" if members is None else f" stacked S={members}")
+        label = f"depth {depth}" + ("" if members is None else f" stacked S={members}") + HEADS[head]
         for batch in BATCH_SIZES:
             x = rng.standard_normal((*lead, batch, N_IN))
             losses = _losses(mlp.forward(x), rng)
@@ -302,9 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not all(r.passed for r in reports):
                     failures.append(f"{label} {loss_name} batch {batch}")
         rows += [_worst(reps) for reps in checks.values()]
-        depths += [depth if members is None else f"{depth},S={members}"] * len(checks)
+        depths += [f"{depth}{'' if members is None else f',S={members}'}{HEADS[head]}"] * len(checks)
     batches = ", ".join(map(str, BATCH_SIZES))
-    print(f"float64 MLP {N_IN} -> {N_HIDDEN} x depth -> {N_OUT}; worst relative error per parameter over losses")
+    print(f"float64 MLP {N_IN} -> {N_HIDDEN} x depth -> {N_OUT}, linear and dueling ('d') heads; worst relative "
+          "error per parameter over losses")
     print(f"{', '.join(losses)} and batch sizes {batches} (seed {args.seed}, eps {args.eps:g})")
     print(format_report(rows, tol=args.tol, depths=depths))
     more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""

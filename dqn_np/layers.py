@@ -171,6 +171,60 @@ class Linear(Layer):
         return np.matmul(delta, self.params["W"], out=out) if input_grad else None  # dL/dx = delta @ W
 
 
+class Dueling(Linear):
+    """Dueling head (Wang et al., 2016): `Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')` from one affine map.
+
+    One `Linear(n_in, 1 + n_actions)` gives `z = [V, A_1, ..., A_n]` (row 0 of `W: (1 + n, n_in)` and `b[0]` are the
+    value stream, the other rows the advantage stream), so both streams cost one matmul. With `dQ = dL/dQ: (B, n)`:
+
+        dV = sum_a dQ            dA = dQ - mean_a dQ            dz = [dV, dA]
+        dW = dz.T @ x            db = sum_B dz                  dL/dx = dz @ W
+
+    The mean runs over the action axis only, per row (never over the batch). The gradient entering the trunk is
+    the true one: the paper's 1/sqrt(2) rescaling is not applied (see docs/backprop.md).
+
+    Args:
+        n_in: input width (the last hidden layer's).
+        n_actions: output width, the number of actions n.
+    """
+
+    def __init__(self, n_in: int, n_actions: int) -> None:
+        super().__init__(n_in, int(n_actions) + 1)
+        self.n_actions = int(n_actions)
+
+    def output_shape(self, x_shape: Shape) -> Shape:
+        return (*x_shape[:-1], self.n_actions)
+
+    def workspace(self, x_shape: Shape, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`z: (B, 1 + n)` (the streams), `dz: (B, 1 + n)` and one `(B, 1)` column (a mean per row)."""
+        lead = tuple(x_shape[:-1])
+        return (np.empty((*lead, self.n_out), dtype), np.empty((*lead, self.n_out), dtype),
+                np.empty((*lead, 1), dtype))
+
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None, work: Any = None) -> np.ndarray:
+        """`x: (B, n_in)` -> `Q: (B, n)` (stacked `(S, B, ...)`), into `out` if given; caches `x`."""
+        z_buf, _, col = (None, None, None) if work is None else work
+        z = super().forward(x, z_buf)  # [V, A_1, ..., A_n] per row
+        value, advantage = z[..., :1], z[..., 1:]
+        col = np.add.reduce(advantage, axis=-1, keepdims=True, out=col)
+        col *= 1.0 / self.n_actions  # mean_a A
+        col -= value  # mean_a A - V, so one subtraction gives Q
+        return np.subtract(advantage, col, out=out)  # Q = V + A - mean_a A
+
+    def backward(
+        self, grad_out: np.ndarray, out: np.ndarray | None = None, input_grad: bool = True, work: Any = None
+    ) -> np.ndarray | None:
+        """`dQ: (B, n)` -> `dL/dx: (B, n_in)` (into `out` if given, None unless `input_grad`); fills `grads`."""
+        _, dz, col = (None, None, None) if work is None else work
+        if dz is None:
+            dz = np.empty((*grad_out.shape[:-1], self.n_out), grad_out.dtype)
+        d_value = dz[..., :1]
+        np.add.reduce(grad_out, axis=-1, keepdims=True, out=d_value)  # dV = sum_a dQ
+        col = np.multiply(d_value, 1.0 / self.n_actions, out=col)  # mean_a dQ
+        np.subtract(grad_out, col, out=dz[..., 1:])  # dA = dQ - mean_a dQ
+        return super().backward(dz, out, input_grad)
+
+
 class ReLU(Layer):
     """`h = max(z, 0)`, with the subgradient convention ReLU'(z) = 1 where z > 0 and 0 elsewhere (0 included)."""
 

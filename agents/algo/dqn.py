@@ -24,7 +24,7 @@ import numpy as np
 from agents.config import DQNConfig
 from agents.data.replay import Batch
 from agents.validate import integer, positive_int
-from dqn_np import MLP, SGD, Adam
+from dqn_np import MLP, SGD, Adam, Dueling, Linear
 from dqn_np._buffers import BufferCache
 from dqn_np._validate import as_2d, as_batch
 from dqn_np.losses import TDBuffers, td_loss_unchecked
@@ -89,7 +89,8 @@ class DQNAgent:
         self.config = config
         self.obs_dim, self.n_actions = positive_int("obs_dim", obs_dim), positive_int("n_actions", n_actions)
         self.rng = rng
-        self.online = MLP((self.obs_dim, *config.hidden_sizes, self.n_actions), rng=rng, dtype=config.dtype)
+        self.online = MLP((self.obs_dim, *config.hidden_sizes, self.n_actions), rng=rng, dtype=config.dtype,
+                          head=Dueling if config.dueling else Linear)
         self.members = self.online.members
         self.target = self.online.clone()  # starts equal to the online network, with its own buffers
         self.optimizer: Adam | SGD = (

@@ -27,6 +27,7 @@ import numpy as np
 from agents.algo.dqn import DQNAgent
 from agents.algo.schedules import linear_epsilon
 from agents.config import DQNConfig
+from agents.data.prioritized import PrioritizedReplay
 from agents.data.replay import MemberReplay, require_memory
 from agents.loop.collector import Collector, VecEnvLike
 from agents.loop.evaluation import Evaluator
@@ -96,7 +97,11 @@ class Engine:
             f"{S} seeds x buffer_size {config.buffer_size}: the replay buffers"
         require_memory(need, what)
         self.agent = DQNAgent(obs_dim, n_actions, config, [r["agent"] for r in rngs])
-        self.replay = MemberReplay(config.buffer_size, obs_dim, [r["replay"] for r in rngs], config.dtype)
+        replay_rngs = [r["replay"] for r in rngs]
+        self.replay = (PrioritizedReplay(config.buffer_size, obs_dim, replay_rngs, config.dtype,
+                                         alpha=config.prioritized_alpha, beta=config.prioritized_beta,
+                                         eps=config.prioritized_eps)
+                       if config.prioritized else MemberReplay(config.buffer_size, obs_dim, replay_rngs, config.dtype))
         self.collector = Collector(self.env, self.agent, self.replay, config.n_step, config.gamma)
         self.learner = Learner(self.agent, self.replay, config.batch_size)
         self.evaluator = Evaluator(make_env(S * config.eval_episodes, [r["eval"] for r in rngs]),
@@ -177,6 +182,7 @@ class Engine:
                     self._end_episode(slot // E, episode_return, length)
                 n_bursts = crossed(before, self.env_steps, cfg.train_freq)  # multiples of train_freq just passed
                 if n_bursts and self.env_steps >= cfg.learning_starts and learner.ready():
+                    self.replay.set_progress(self.env_steps / total_steps)  # prioritized replay anneals beta by it
                     learner.steps(n_bursts * cfg.gradient_steps)
                     if agent.frozen_at.keys() - self.stopped.keys():  # the agent froze a member whose update diverged
                         for s, update in sorted(agent.frozen_at.items()):

@@ -1,7 +1,9 @@
 """The learner step: sample a batch per member, take one gradient step on the TD loss, and move the target network.
 
     batch = replay.sample(B)            into preallocated (S, B, ...) arrays, each member from its own buffer
-    metrics = agent.update(batch)       y = R + discount * Q'(s', a'); loss; delta2; backward; clip; step
+    metrics = agent.update(batch)       y = R + discount * Q'(s', a'); loss (weighted by batch.weights); delta2;
+                                        backward; clip; step
+    replay.update_priorities(batch, metrics["td_errors"])   prioritized replay's new priorities (uniform: nothing)
     (inside update) every target_update_interval updates: target <- online (or a Polyak step)
 
 A member whose update goes non-finite is frozen by the agent itself (`DQNAgent.update`); the loop reads
@@ -52,7 +54,9 @@ class Learner:
             replay.sample(B, out=batch)
             t1 = clock()
             metrics = agent.update(batch)
-            seconds["sample"] += t1 - t0
-            seconds["update"] += clock() - t1
+            t2 = clock()
+            replay.update_priorities(batch, metrics["td_errors"])  # |TD error| back into the sampler (PER)
+            seconds["sample"] += t1 - t0 + clock() - t2
+            seconds["update"] += t2 - t1
         if n:
             self.last_metrics = {k: np.array(v) for k, v in metrics.items() if k not in ("finite", "td_errors")}

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.run.checkpoint import load_checkpoint, save_checkpoint
-from agents.config import DQNConfig, field_docs
 from agents.algo.schedules import linear_epsilon
+from agents.config import DQNConfig, field_docs
+from agents.run.checkpoint import load_checkpoint, save_checkpoint
 
 FIELDS = [f.name for f in dataclasses.fields(DQNConfig)]
+BOOL_FIELDS = {"double_dqn", "dueling", "prioritized"}
 
 # (field, bad value, words the message must contain besides "DQNConfig.<field>" and repr(bad value))
 WRONG_TYPE = [
@@ -47,6 +48,11 @@ WRONG_TYPE = [
     ("tau", "1", ["a finite number"]),
     ("double_dqn", 1, ["true or false"]),
     ("double_dqn", "yes", ["true or false"]),
+    ("dueling", 0, ["true or false"]),
+    ("prioritized", "true", ["true or false"]),
+    ("prioritized_alpha", "0.6", ["a finite number"]),
+    ("prioritized_beta", None, ["a finite number"]),
+    ("prioritized_eps", [1e-6], ["a finite number"]),
     ("loss", 1, ["a string"]),
     ("huber_delta", None, ["a finite number"]),
     ("max_grad_norm", "10", ["a finite number"]),
@@ -83,6 +89,12 @@ OUT_OF_RANGE = [
     ("target_update_interval", 0, [">= 1"]),
     ("tau", 0.0, ["in (0, 1]"]),
     ("tau", 1.5, ["in (0, 1]"]),
+    ("prioritized_alpha", 1.5, ["in [0, 1]"]),
+    ("prioritized_alpha", -0.1, ["in [0, 1]"]),
+    ("prioritized_beta", 1.01, ["in [0, 1]"]),
+    ("prioritized_beta", -1.0, ["in [0, 1]"]),
+    ("prioritized_eps", 0.0, ["> 0"]),
+    ("prioritized_eps", -1e-6, ["> 0"]),
     ("loss", "mae", ["mse", "huber"]),
     ("huber_delta", 0.0, ["> 0"]),
     ("huber_delta", -math.inf, ["a finite number"]),
@@ -105,14 +117,15 @@ def test_fields_and_their_order():
     assert FIELDS == [
         "hidden_sizes", "dtype", "optimizer", "learning_rate", "momentum", "gamma", "n_step", "n_envs", "batch_size",
         "buffer_size", "learning_starts", "train_freq", "gradient_steps", "target_update_interval", "tau",
-        "double_dqn", "loss", "huber_delta", "max_grad_norm", "epsilon_start", "epsilon_end", "epsilon_decay_steps",
+        "double_dqn", "dueling", "prioritized", "prioritized_alpha", "prioritized_beta", "prioritized_eps", "loss",
+        "huber_delta", "max_grad_norm", "epsilon_start", "epsilon_end", "epsilon_decay_steps",
         "eval_freq", "eval_episodes",
     ]
 
 
 def test_the_tables_cover_every_field():
     assert {f for f, _, _ in WRONG_TYPE} == set(FIELDS)
-    assert {f for f, _, _ in OUT_OF_RANGE} == set(FIELDS) - {"double_dqn"}  # a bool has no out-of-range value
+    assert {f for f, _, _ in OUT_OF_RANGE} == set(FIELDS) - BOOL_FIELDS  # a bool has no out-of-range value
 
 
 @pytest.mark.parametrize("field, bad, words", WRONG_TYPE + OUT_OF_RANGE,
@@ -220,13 +233,14 @@ FLOAT_FIELDS = {  # field: (low, high, low allowed, high allowed)
     "learning_rate": (0.0, math.inf, False, False), "momentum": (0.0, 1.0, True, False),
     "gamma": (0.0, 1.0, True, True), "tau": (0.0, 1.0, False, True), "huber_delta": (0.0, math.inf, False, False),
     "max_grad_norm": (0.0, math.inf, True, False), "epsilon_start": (0.0, 1.0, True, True),
-    "epsilon_end": (0.0, 1.0, True, True),
+    "epsilon_end": (0.0, 1.0, True, True), "prioritized_alpha": (0.0, 1.0, True, True),
+    "prioritized_beta": (0.0, 1.0, True, True), "prioritized_eps": (0.0, math.inf, False, False),
 }
 CHOICE_FIELDS = {"dtype": ("float32", "float64"), "optimizer": ("adam", "sgd"), "loss": ("mse", "huber")}
 
 
 def test_property_tables_cover_every_field():
-    assert set(INT_FIELDS) | set(FLOAT_FIELDS) | set(CHOICE_FIELDS) | {"hidden_sizes", "double_dqn"} == set(FIELDS)
+    assert set(INT_FIELDS) | set(FLOAT_FIELDS) | set(CHOICE_FIELDS) | {"hidden_sizes"} | BOOL_FIELDS == set(FIELDS)
 
 
 junk = st.one_of(st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=3),
@@ -246,7 +260,7 @@ def invalid_value(field: str) -> st.SearchStrategy:
     if field in CHOICE_FIELDS:
         return st.one_of(st.none(), st.integers(), st.floats(), st.lists(st.text(max_size=3), max_size=2),
                          st.text().filter(lambda s: s not in CHOICE_FIELDS[field]))
-    if field == "double_dqn":
+    if field in BOOL_FIELDS:
         return st.one_of(junk, st.integers(), st.floats())
     assert field == "hidden_sizes"
     bad_width = st.one_of(st.integers(max_value=0), st.booleans(), st.floats(), st.text(max_size=2), st.none())
@@ -282,7 +296,7 @@ def valid_configs(draw: st.DrawFn) -> DQNConfig:
         "buffer_size": buffer_size,
         "learning_starts": draw(st.integers(batch_size, 10**7)),
         "n_step": draw(st.integers(1, buffer_size)),
-        "double_dqn": draw(st.booleans()),
+        **{field: draw(st.booleans()) for field in sorted(BOOL_FIELDS)},
     }
     for field, low in INT_FIELDS.items():
         kwargs.setdefault(field, draw(st.integers(low, 10**9)))
