@@ -236,7 +236,7 @@ class Engine:
             **self.evaluator.summary(s),
             "last_episode_return": None if last is None else last.episode_return,
             "interrupted": self.stop.reason,
-            "last_metrics": {k: float(v[s]) for k, v in metrics.items()},
+            "last_metrics": {k: float(v[s]) if np.isfinite(v[s]) else None for k, v in metrics.items()},  # JSON
         }
 
     def summaries(self) -> list[dict[str, Any]]:

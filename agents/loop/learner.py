@@ -49,6 +49,7 @@ class Learner:
         """Take `n` gradient steps (every member at once)."""
         clock, seconds, agent, replay = time.perf_counter, self.seconds, self.agent, self.replay
         B, batch = self.batch_size, self._batch
+        n_frozen, before, diverged = len(agent.frozen_at), None, {}  # diverged: member -> its last finite figures
         for _ in range(n):
             t0 = clock()
             replay.sample(B, out=batch)
@@ -58,5 +59,24 @@ class Learner:
             replay.update_priorities(batch, metrics["td_errors"])  # |TD error| back into the sampler (PER)
             seconds["sample"] += t1 - t0 + clock() - t2
             seconds["update"] += t2 - t1
+            if len(agent.frozen_at) != n_frozen:  # cold path: a member diverged on this update
+                for s in list(agent.frozen_at)[n_frozen:]:  # dicts keep insertion order: the newly frozen
+                    diverged[s] = before  # the update before's figures (fresh arrays); None: not in this burst
+                n_frozen = len(agent.frozen_at)
+            before = metrics
         if n:
-            self.last_metrics = {k: np.array(v) for k, v in metrics.items() if k not in ("finite", "td_errors")}
+            self._keep(metrics, diverged)
+
+    def _keep(self, metrics: dict[str, Any], diverged: dict[int, dict[str, Any] | None]) -> None:
+        """`last_metrics` <- the last update's figures, except for frozen members: one that diverged in this burst
+        gets those of its last finite update, a member stopped before keeps its own (its later "updates" ran on
+        frozen parameters and stale rows); NaN where a member has none."""
+        new = {k: np.array(v) for k, v in metrics.items() if k not in ("finite", "td_errors")}
+        held = self.agent.frozen
+        if held.any():
+            for k, v in new.items():
+                v[held] = self.last_metrics[k][held] if self.last_metrics else np.nan
+                for s, figures in diverged.items():
+                    if figures is not None:
+                        v[s] = figures[k][s]
+        self.last_metrics = new
