@@ -1,7 +1,9 @@
-"""agents/checkpoint.py: round trips, atomic writes that survive a failure mid-save, normal file permissions, and a
-loader that turns every bad file into one `CheckpointError` naming the file, and never unpickles anything. Format 2:
-nested state flattened to "/"-joined keys, the files `train` writes, and version-1 files (dqn-np 0.1) whose models
-still load and evaluate while their training checkpoints are refused for resuming."""
+"""agents/run/checkpoint.py and agents/run/models.py: round trips, atomic writes that survive a failure mid-save, normal
+file permissions, and a loader that turns every bad file into one `CheckpointError` naming the file, and never
+unpickles anything. Format 3: nested state flattened to "/"-joined keys, the files `train` writes for a single run
+and a batch (one engine checkpoint with its member axis S, one-seed model files), model files through
+`save_agent`/`load_agent`/`DQNAgent.load`, and version-1 files (dqn-np 0.1) whose models still load and evaluate
+while their training checkpoints are refused for resuming. Version 2 is tests/agents/run/test_format_v2.py."""
 
 import errno
 import io
@@ -17,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import checkpoint as ckpt_module
+import agents.run.checkpoint as ckpt_module
+from agents.algo.dqn import DQNAgent
+from agents.config import DQNConfig
+from agents.run import train, train_one
 from agents.run.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -27,16 +32,15 @@ from agents.run.checkpoint import (
     flatten_state,
     load_checkpoint,
     save_checkpoint,
+    training_state,
     unflatten_state,
 )
-from agents.config import DQNConfig
-from agents.algo.dqn import DQNAgent
-from agents.run import train
+from agents.run.models import load_agent, save_agent
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = DQNConfig(hidden_sizes=(8, 4), optimizer="sgd", momentum=0.5, gamma=0.9, batch_size=16, learning_starts=32,
                    n_step=3, n_envs=2)
-ARRAYS = {  # format 2: a training checkpoint's nested state under "/"-joined keys, every dtype kind
+ARRAYS = {  # a training checkpoint's nested state under "/"-joined keys, every dtype kind
     "agent/online.W1": np.arange(24, dtype=np.float32).reshape(6, 4) / 7,
     "agent/online.b1": np.full(6, -0.25, dtype=np.float64),
     "agent/agent.n_updates": np.array(7, dtype=np.int64),
@@ -45,8 +49,8 @@ ARRAYS = {  # format 2: a training checkpoint's nested state under "/"-joined ke
     "collector/env/obs": np.arange(12, dtype=np.uint8).reshape(3, 4),
     "collector/env/done": np.array([True, False, True]),
 }
-META = {"kind": "trainer", "seed": 3, "env_id": "CartPole-v1", "rng": {"state": [1, 2, 3]}, "best_eval_step": None,
-        "ratio": 0.5, "collector": {"episodes": 4, "env": {"n_envs": 2}}}
+META = {"kind": "engine", "layout": "single", "seeds": [3], "env_id": "CartPole-v1", "rng": {"state": [1, 2, 3]},
+        "best_eval_step": None, "ratio": 0.5, "collector": {"episodes": 4, "env": {"n_envs": 2}}}
 
 
 def _save(path: Path, **kwargs) -> Path:
@@ -92,11 +96,11 @@ def test_round_trip_keeps_arrays_dtypes_config_and_meta(tmp_path: Path) -> None:
     assert loaded.meta == {**META, "obs_dim": 4, "n_actions": 3}
 
 
-def test_files_are_written_in_format_version_2(tmp_path: Path) -> None:
-    assert FORMAT_VERSION == 2
+def test_files_are_written_in_format_version_3(tmp_path: Path) -> None:
+    assert FORMAT_VERSION == 3
     with np.load(_save(tmp_path / "ckpt.npz"), allow_pickle=False) as data:
         assert str(data["format"]) == "dqn-np"
-        assert data["format_version"].dtype == np.int64 and int(data["format_version"]) == 2
+        assert data["format_version"].dtype == np.int64 and int(data["format_version"]) == 3
 
 
 def test_save_with_compressed_writer_round_trips(tmp_path: Path) -> None:
@@ -141,9 +145,9 @@ def test_failure_mid_save_keeps_previous_checkpoint_and_leaves_no_temp_file(tmp_
     path = _save(tmp_path / "checkpoint.npz")
     before = path.read_bytes()
     with pytest.raises(error):
-        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seed": 9}, write=writer)
+        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seeds": [9]}, write=writer)
     assert path.read_bytes() == before
-    assert load_checkpoint(path).meta["seed"] == 3
+    assert load_checkpoint(path).meta["seeds"] == [3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
 
 
@@ -156,10 +160,10 @@ def test_failing_replace_keeps_previous_checkpoint_and_leaves_no_temp_file(tmp_p
 
     monkeypatch.setattr(ckpt_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="simulated"):
-        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seed": 9})
+        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seeds": [9]})
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert load_checkpoint(path).meta["seed"] == 3
+    assert load_checkpoint(path).meta["seeds"] == [3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
 
 
@@ -172,11 +176,11 @@ def test_full_disk_mid_save_names_the_file_and_keeps_the_previous_checkpoint(tmp
     path = _save(tmp_path / "checkpoint.npz")
     before = path.read_bytes()
     with pytest.raises(OSError) as info:
-        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seed": 9}, write=_disk_full_mid_write)
+        save_checkpoint(path, CONFIG, 4, 3, {"online.W1": np.zeros((2, 2))}, {"seeds": [9]}, write=_disk_full_mid_write)
     assert info.value.errno == errno.ENOSPC
     assert info.value.filename == str(path)  # the file the user knows, not the temporary one
     assert path.read_bytes() == before
-    assert load_checkpoint(path).meta["seed"] == 3
+    assert load_checkpoint(path).meta["seeds"] == [3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
 
 
@@ -476,26 +480,117 @@ def test_empty_state_round_trips() -> None:
 
 RUN_CONFIG = DQNConfig(hidden_sizes=(8,), batch_size=16, buffer_size=500, learning_starts=32, train_freq=32,
                        gradient_steps=4, target_update_interval=16, eval_freq=100, eval_episodes=2, n_step=2, n_envs=2)
+SCALARS = ("agent.n_updates", "optim.t")  # shared by the members: no member axis
 
 
-def test_train_writes_a_nested_training_checkpoint_and_flat_model_files(tmp_path: Path) -> None:
-    train(RUN_CONFIG, "CartPole-v1", 0, tmp_path, 200, final_eval_episodes=2)
+@pytest.mark.parametrize(("layout", "seeds"), [("single", [0]), ("batch", [0, 4])])
+def test_train_writes_one_nested_engine_checkpoint_and_flat_one_seed_model_files(tmp_path: Path, layout: str,
+                                                                                 seeds: list[int]) -> None:
+    train(RUN_CONFIG, "CartPole-v1", seeds, tmp_path, 200, layout=layout, final_eval_episodes=2)
     ckpt = load_checkpoint(tmp_path / "checkpoint.npz")
+    S = len(seeds)
     assert ckpt.config == RUN_CONFIG and (ckpt.obs_dim, ckpt.n_actions) == (4, 2)
-    assert ckpt.meta["kind"] == "trainer" and ckpt.meta["env_steps"] == 200
-    assert {"agent/online.W1", "agent/target.W1", "agent/agent.n_updates", "replay/discounts"} <= set(ckpt.arrays)
+    assert ckpt.meta["kind"] == "engine" and ckpt.meta["layout"] == layout and ckpt.meta["env_steps"] == 200
+    assert ckpt.meta["seeds"] == seeds
+    assert {"agent/online.W1", "agent/target.W1", "agent/agent.n_updates", "replay/buffers/0/discounts"} <= set(
+        ckpt.arrays)
     assert not any(key.startswith(("online.", "target.", "optim.")) for key in ckpt.arrays)
-    state = unflatten_state(ckpt.arrays, ckpt.meta)
-    assert set(state["replay"]) == {"obs", "actions", "rewards", "next_obs", "discounts", "pos", "size", "capacity"}
-    assert state["agent"]["online.W1"].shape == (8, 4)
-    for name in ("best.npz", "final.npz"):
-        model = load_checkpoint(tmp_path / name)
-        assert "kind" not in model.meta, name
-        assert {"online.W1", "target.W1", "agent.n_updates"} <= set(model.arrays), name
-        assert not any("/" in key for key in model.arrays), name
-    final = load_checkpoint(tmp_path / "final.npz")
-    for key, value in final.arrays.items():  # the final model is the checkpoint's agent
-        np.testing.assert_array_equal(ckpt.arrays[f"agent/{key}"], value, err_msg=key)
+    state, found = training_state(ckpt)
+    assert found == layout
+    assert sorted(state["replay"]["buffers"]) == [str(s) for s in range(S)]
+    for buffer in state["replay"]["buffers"].values():
+        assert set(buffer) == {"obs", "actions", "rewards", "next_obs", "discounts", "pos", "size", "capacity"}
+    assert len(state["replay"]["rng"]) == len(state["agent"]["rng"]) == S  # each member's generators in its part
+    assert state["agent"]["online.W1"].shape == (S, 8, 4)  # the member axis, also for one seed
+    assert state["agent"]["agent.n_updates"].shape == ()
+    for s, k in enumerate(seeds):
+        root = tmp_path if layout == "single" else tmp_path / f"seed{k}"
+        for name in ("best.npz", "final.npz"):
+            model = load_checkpoint(root / name)
+            assert "kind" not in model.meta and model.meta["seed"] == k, name
+            assert {"online.W1", "target.W1", "agent.n_updates"} <= set(model.arrays), name
+            assert not any("/" in key for key in model.arrays), name
+            assert model.arrays["online.W1"].shape == (8, 4), name  # one seed: no member axis
+        final = load_checkpoint(root / "final.npz")
+        assert set(final.arrays) == {key[len("agent/"):] for key in ckpt.arrays if key.startswith("agent/")}
+        for key, value in final.arrays.items():  # the final model is member s of the checkpoint's agent
+            stacked = ckpt.arrays[f"agent/{key}"]
+            np.testing.assert_array_equal(stacked if key in SCALARS else stacked[s], value, err_msg=f"{k}: {key}")
+        assert final.meta["agent_rng"] == state["agent"]["rng"][s]
+    if layout == "batch":
+        assert not (tmp_path / "final.npz").exists() and not (tmp_path / "seed0" / "checkpoint.npz").exists()
+
+
+# --- model files (agents.run.models) ------------------------------------------------------------------------------
+
+
+def _trained_agent(members: int | None = None) -> DQNAgent:
+    """An agent (stacked when `members` is given) after a few updates and draws, so every part of its state is set."""
+    from agents.data.replay import Batch
+
+    rng = np.random.default_rng(21)
+    gens = np.random.default_rng(22) if members is None else [np.random.default_rng(22 + s) for s in range(members)]
+    agent = DQNAgent(4, 3, CONFIG, gens)
+    lead = (16,) if members is None else (members, 16)
+    for _ in range(3):
+        agent.update(Batch(rng.normal(size=(*lead, 4)), rng.integers(3, size=lead), rng.normal(size=lead),
+                           rng.normal(size=(*lead, 4)), np.full(lead, 0.9)))
+    agent.act(rng.normal(size=(2, 4)) if members is None else rng.normal(size=(members, 2, 4)), 0.5)
+    return agent
+
+
+def _assert_same_agent(got: DQNAgent, want: DQNAgent) -> None:
+    assert got.members is None and got.config == want.config and got.n_updates == want.n_updates
+    assert (got.obs_dim, got.n_actions) == (want.obs_dim, want.n_actions)
+    got_state, want_state = got.state_dict(), want.state_dict()
+    assert got_state.keys() == want_state.keys()
+    for key, value in want_state.items():
+        if isinstance(value, np.ndarray):
+            assert got_state[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(got_state[key], value, err_msg=key)
+        else:
+            assert got_state[key] == value, key  # the exploration generator's state
+
+
+def test_save_agent_then_load_agent_is_the_same_agent_and_its_stream_goes_on(tmp_path: Path) -> None:
+    agent = _trained_agent()
+    path = save_agent(agent, tmp_path / "model.npz", meta={"env_id": "Fits-v0"})
+    model = load_checkpoint(path)
+    assert model.meta["env_id"] == "Fits-v0" and model.meta["agent_rng"] == agent.rng.bit_generator.state
+    assert not any("/" in key for key in model.arrays) and "rng" not in model.arrays
+    loaded = load_agent(path)
+    _assert_same_agent(loaded, agent)
+    obs = np.random.default_rng(5).normal(size=(6, 4))
+    np.testing.assert_array_equal(loaded.act(obs, 0.5), agent.act(obs, 0.5))  # the same draws from here on
+    _assert_same_agent(DQNAgent.load(agent.save(tmp_path / "again.npz")), loaded)  # the conveniences are these
+
+
+def test_save_agent_refuses_a_stacked_agent_and_writes_nothing(tmp_path: Path) -> None:
+    stacked = _trained_agent(members=2)
+    with pytest.raises(ValueError, match=r"save agent\.member\(s\).*2 members"):
+        save_agent(stacked, tmp_path / "model.npz")
+    assert list(tmp_path.iterdir()) == []
+    _assert_same_agent(load_agent(save_agent(stacked.member(1), tmp_path / "member1.npz")), stacked.member(1))
+
+
+def test_load_agent_of_a_batch_checkpoint_is_refused_naming_the_seed_files(tmp_path: Path) -> None:
+    train(RUN_CONFIG, "CartPole-v1", [0, 4], tmp_path, 100, layout="batch", final_eval_episodes=1)
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(CheckpointError) as info:
+        load_agent(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:") and "2 seeds" in message and str(tmp_path / "seed<k>" / "best.npz") in message
+    assert load_agent(tmp_path / "seed4" / "final.npz").members is None  # where the way out points: loads
+
+
+def test_load_agent_of_a_model_file_that_does_not_fit_its_config_names_the_file(tmp_path: Path) -> None:
+    path = save_agent(_trained_agent(), tmp_path / "model.npz")
+    model = load_checkpoint(path)
+    arrays = {**model.arrays, "online.W1": np.zeros((5, 4), model.arrays["online.W1"].dtype)}  # config says 8 x 4
+    save_checkpoint(path, model.config, 4, 3, arrays, model.meta)
+    with pytest.raises(CheckpointError) as info:
+        load_agent(path)
+    assert str(info.value).startswith(f"{path}: agent arrays do not match its config")
 
 
 # --- version 1 (dqn-np 0.1) ---------------------------------------------------------------------------------------
@@ -582,7 +677,7 @@ def test_version_1_training_checkpoint_is_refused_for_resuming(tmp_path: Path) -
     path = _write_v1(tmp_path / "checkpoint.npz", arrays, meta)
     before = path.read_bytes()
     with pytest.raises(CheckpointError) as info:
-        train(None, "CartPole-v1", 0, tmp_path, 1000, resume=True)
+        train_one(None, "CartPole-v1", 0, tmp_path, 1000, resume=True)
     message = str(info.value)
     assert str(path) in message
     assert "not a training checkpoint of this dqn-np version" in message
