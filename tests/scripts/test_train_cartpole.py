@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.algo.dqn import DQNAgent
+from agents.config import DQNConfig, field_docs
 from agents.loop.events import EpisodeRow, EvalRow
 from agents.run.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from agents.config import DQNConfig, field_docs
-from agents.algo.dqn import DQNAgent
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/train_cartpole.py"

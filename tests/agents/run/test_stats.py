@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 import agents.run.stats as stats
-from agents.run.stats import aggregate_seeds, bootstrap_ci, iqm, iqm_band, normal_quantile, plot_aggregate, wilson_interval
+from agents.run.stats import (
+    aggregate_seeds,
+    bootstrap_ci,
+    iqm,
+    iqm_band,
+    normal_quantile,
+    plot_aggregate,
+    wilson_interval,
+)
 
 Z95 = 1.959963984540054  # Phi^-1(0.975), from tables
 Z99 = 2.5758293035489004  # Phi^-1(0.995)
