@@ -9,7 +9,11 @@ with `(L(theta + eps) - L(theta - eps)) / (2 eps)` of the same TD loss. Exits 1 
 
 Usage:
     PYTHONPATH=. python scripts/gradcheck_td.py [--seed 0] [--transitions 300] [--batch 64] [--hidden 32 32]
-        [--double-dqn BOOL] [--loss mse|huber] [--tol 1e-6] [--max-entries N]
+        [--double-dqn BOOL] [--dueling BOOL] [--weights BOOL] [--loss mse|huber] [--tol 1e-6] [--max-entries N]
+
+With `--dueling true` the Q-network's head is the dueling one (Q = V + A - mean_a A); with `--weights true` the
+batch carries importance-sampling weights (drawn uniformly from [0.1, 1], as prioritized replay's lie in (0, 1])
+and the checked loss is the weighted TD loss.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64, help="transitions in the checked batch (default 64)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[32, 32], metavar="N", help="hidden widths")
     parser.add_argument("--double-dqn", type=parse_bool, default=True, metavar="BOOL", help="default true")
+    parser.add_argument("--dueling", type=parse_bool, default=False, metavar="BOOL", help="dueling head (false)")
+    parser.add_argument("--weights", type=parse_bool, default=False, metavar="BOOL",
+                        help="per-sample importance-sampling weights in the TD loss (default false)")
     parser.add_argument("--loss", choices=LOSSES, default="huber", help="TD loss (default huber)")
     parser.add_argument("--tol", type=float, default=DEFAULT_TOL, help="largest passing relative error (default 1e-6)")
     parser.add_argument("--max-entries", type=int, metavar="N", help="check N sampled entries per parameter (all)")
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     policy_seq, replay_seq, agent_seq, noise_seq, check_seq, env_seq = np.random.SeedSequence(args.seed).spawn(6)
     env = VecEnv(ENV_ID, 1, np.random.default_rng(env_seq))
     config = DQNConfig(hidden_sizes=tuple(args.hidden), dtype="float64", batch_size=args.batch, loss=args.loss,
-                       double_dqn=args.double_dqn, buffer_size=max(args.transitions, args.batch),
+                       double_dqn=args.double_dqn, dueling=args.dueling, buffer_size=max(args.transitions, args.batch),
                        learning_starts=args.batch)
     replay = ReplayBuffer(config.buffer_size, env.obs_dim, np.random.default_rng(replay_seq), "float64")
     episodes, terminated = collect(env, args.transitions, np.random.default_rng(policy_seq), replay, config.gamma)
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in agent.target.params.values():
         p += noise_rng.normal(scale=TARGET_NOISE, size=p.shape)
     batch = replay.sample(config.batch_size)
+    if args.weights:
+        batch = batch._replace(weights=np.random.default_rng(noise_seq.spawn(1)[0]).uniform(0.1, 1.0, args.batch))
     disagree = next_action_disagreements(agent, batch)
     zs = pre_activations(agent.online, batch.obs)
 
@@ -108,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def loss_fn() -> float:
         q = agent.online.forward(batch.obs)
-        return td_loss(q, batch.actions, td_target, kind=config.loss, delta=config.huber_delta)[0]
+        return td_loss(q, batch.actions, td_target, kind=config.loss, delta=config.huber_delta,
+                       weights=batch.weights)[0]
 
     reports = check_gradients(loss_fn, agent.online.params, agent.online.grads, tol=args.tol,
                               max_entries=args.max_entries, rng=np.random.default_rng(check_seq))
@@ -126,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
           f"network's on {disagree} of {args.batch} next states")
     print(f"  double DQN   {str(config.double_dqn).lower()}: a' = argmax of the {a_next} network, "
           f"evaluated by the target network")
-    print(f"  loss         {loss_text} = {loss:.6g} on a batch of {args.batch}, TD targets held fixed")
+    head = "dueling: Q = V + A - mean_a A (the last W, b: row 0 is V)" if config.dueling else "linear"
+    print(f"  head         {head}")
+    weighted = ", each sample weighted by its IS weight in [0.1, 1]" if args.weights else ""
+    print(f"  loss         {loss_text} = {loss:.6g} on a batch of {args.batch}, TD targets held fixed{weighted}")
     print(f"  checked      {entries} of each of the {len(reports)} parameters ({n_params} numbers), "
           f"eps {DEFAULT_EPS:g}, tol {args.tol:g}")
     near = [(i, int((np.abs(z) < KINK_ZONE).sum())) for i, z in enumerate(zs, start=1)]

@@ -33,7 +33,9 @@ def table_rows(out: str) -> dict[str, tuple[float, str]]:
     ("args", "header"),
     [
         ((), ["loss         huber", "double DQN   true"]),
-        (("--loss", "mse", "--double-dqn", "false"), ["loss         mse", "double DQN   false"]),
+        (("--loss", "mse", "--double-dqn", "false"), ["loss         mse", "double DQN   false", "head         linear"]),
+        (("--dueling", "true", "--weights", "true"),
+         ["head         dueling: Q = V + A - mean_a A", "each sample weighted by its IS weight"]),
     ],
 )
 def test_every_parameter_passes(args, header):
