@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Throughput of seed-batched training: S seeds in one process against the same seeds trained one after another.
 
-For each S in --members, a fresh child process trains seeds 0..S-1 together with `agents.seed_run.train_seeds`
+For each S in --members, a fresh child process trains seeds 0..S-1 together with `agents.run.train`
 (no files written) and reports wall time, transitions per second (summed over seeds), seconds per seed, the time
-per phase and its peak RSS. With --sequential N, N single runs (`agents.run.train`, seeds 0..N-1) run one after
+per phase and its peak RSS. With --sequential N, N single runs (`agents.run.train_one`, seeds 0..N-1) run one after
 another in one child process, and the batch of S = N is compared with them: the ratio is batch time / sequential
 time, measured in the same sitting. Each configuration runs --repeats times, interleaved, and medians are printed.
 

@@ -58,7 +58,9 @@ class PrioritizedReplay(MemberReplay):
         self.beta = self.beta0
         self.tree = SumTree(self.members, capacity)
         self.max_priority = np.ones(self.members)
-        self._strata = {}  # B -> (B,) the stratum index j of each draw
+        self._cache: dict[int, tuple] = {}  # B -> what `_work` returns
+        self._rows: dict[int, np.ndarray] = {}  # B -> (S, B) rows of the merged arrays
+        self._first_row_col = np.array(self._first_rows, np.int64)[:, None]  # (S, 1) member s's first row
 
     def write(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
               discounts: np.ndarray, members: np.ndarray) -> None:
@@ -77,26 +79,36 @@ class PrioritizedReplay(MemberReplay):
         """B transitions per member, slot i with probability `P(i)`; `out.weights` `(S, B)` and `out.indices`
         `(S, B)` are filled too. A stopped member draws nothing and keeps its last batch."""
         B = batch_size
-        strata = self._strata.get(B)
-        if strata is None:
-            strata = self._strata[B] = np.arange(B, dtype=np.float64)
-        live = np.flatnonzero(self.active)
+        live, u, members, strata = self._work(B)
         if len(live):
-            totals = self.tree.total()
-            u = np.stack([(strata + self.buffers[s].rng.random(B)) for s in live])  # (S_live, B), each from its own
-            u *= (totals[live] / B)[:, None]  # stratified: draw j lies in [j T / B, (j + 1) T / B)
-            members = np.repeat(live, B)
+            for row, s in zip(u, live, strict=True):
+                self.buffers[s].rng.random(out=row)  # U_j, each member from its own generator
+            u += strata
+            u *= (self.tree.total()[live] * (1.0 / B))[:, None]  # stratified: draw j lies in [j T / B, (j + 1) T / B)
             slots = self.tree.find(members, u.reshape(-1)).reshape(len(live), B)
-            sizes = np.array([len(self.buffers[s]) for s in live], np.float64)
-            probability = self.tree.get(members, slots.reshape(-1)).reshape(len(live), B) / totals[live][:, None]
-            weights = (sizes[:, None] * probability) ** -self.beta  # (N P(i))^-beta
-            weights /= weights.max(axis=1, keepdims=True)  # normalised by the batch's largest
+            p = self.tree.get(members, slots.reshape(-1)).reshape(len(live), B)
+            # w_i = (N P(i))^-beta / max_j (N P(j))^-beta = (min_j p_j / p_i)^beta: N and the total cancel per member
+            weights = np.divide(p.min(axis=1, keepdims=True), p, out=p)
+            weights **= self.beta
             out.weights[live] = weights
             out.indices[live] = slots
-        idx = out.indices + np.array(self._first_rows)[:, None]
+        rows = self._rows.get(B)
+        if rows is None:
+            rows = self._rows[B] = np.empty((self.members, B), np.int64)
+        idx = np.add(out.indices, self._first_row_col, out=rows)  # rows of the merged (S * capacity) arrays
         for ring, dest in zip(self._flat, out[:5], strict=True):
             np.take(ring, idx, axis=0, out=dest)
         return out
+
+    def _work(self, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The live members and, for B draws each, the `(S_live, B)` draw buffer, the `(S_live * B,)` member of each
+        draw and the `(B,)` strata `0 .. B-1`; rebuilt only when B or the set of live members changes."""
+        live = np.flatnonzero(self.active)
+        cached = self._cache.get(B)
+        if cached is None or not np.array_equal(cached[0], live):
+            cached = self._cache[B] = (live, np.empty((len(live), B)), np.repeat(live, B),
+                                       np.arange(B, dtype=np.float64))
+        return cached
 
     def empty_batch(self, batch_size: int) -> Batch:
         """`MemberReplay.empty_batch` with `weights` `(S, B)` and `indices` `(S, B)` arrays too."""
@@ -111,14 +123,20 @@ class PrioritizedReplay(MemberReplay):
     def update_priorities(self, batch: Batch, td_errors: np.ndarray) -> None:
         """Set the sampled transitions' priorities to `(|delta| + eps)^alpha` (active members only; a stopped
         member's tree is frozen); a slot sampled twice keeps its last row's."""
-        live = np.flatnonzero(self.active)
+        B = td_errors.shape[-1]
+        live, _, members, _ = self._work(B)
         if not len(live):
             return
-        priorities = (np.abs(td_errors[live], dtype=np.float64) + self.eps) ** self.alpha  # (S_live, B)
-        if not np.isfinite(priorities).all():  # a member that diverged on this update: the loop stops it
-            keep = np.isfinite(priorities).all(axis=1)
-            live, priorities = live[keep], priorities[keep]
-        self.tree.set(np.repeat(live, priorities.shape[1]), batch.indices[live].reshape(-1), priorities.reshape(-1))
+        everyone = len(live) == self.members
+        priorities = np.abs(td_errors if everyone else td_errors[live], dtype=np.float64)  # (S_live, B)
+        priorities += self.eps
+        priorities **= self.alpha  # (|delta| + eps)^alpha
+        slots = batch.indices if everyone else batch.indices[live]
+        if not np.isfinite(np.add.reduce(priorities, axis=None)):  # a member diverged on this update: the loop
+            keep = np.isfinite(priorities).all(axis=1)  # stops it; its tree keeps what it had
+            live, priorities, slots = live[keep], priorities[keep], slots[keep]
+            members = np.repeat(live, B)
+        self.tree.set(members, slots.reshape(-1), priorities.reshape(-1))
         self.max_priority[live] = np.maximum(self.max_priority[live], priorities.max(axis=1))
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:

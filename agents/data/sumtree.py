@@ -9,7 +9,7 @@ costs a few calls whatever their size, so sixteen levels of a binary tree over 5
 
     priorities  (S, n_blocks, b)   the leaves; slots >= capacity are padding and stay 0
     running     (S, n_blocks, b)   running[s, j, i] = sum_{l <= i} priorities[s, j, l]
-    running[:, :, -1]              (S, n_blocks) the blocks' totals; their sum is member s's total
+    totals      (S, n_blocks)      running[:, :, -1], the blocks' totals (kept contiguous); their sum is member s's
 
 `find(u)` walks down once: the block whose cumulative total first exceeds u, then the leaf whose running sum first
 exceeds what is left of u, which is slot j with `sum_{l < j} p_l <= u < sum_{l <= j} p_l`.
@@ -39,11 +39,12 @@ class SumTree:
         self.n_blocks = math.ceil(capacity / b)
         self.priorities = np.zeros((members, self.n_blocks, b), np.float64)
         self.running = np.zeros((members, self.n_blocks, b), np.float64)
+        self.totals = np.zeros((members, self.n_blocks), np.float64)  # running[:, :, -1], kept contiguous
         self._first_block = np.arange(members, dtype=np.int64) * self.n_blocks  # member s's first block, flat
 
     def total(self) -> np.ndarray:
         """`(S,)` each member's sum of priorities (the root of its tree)."""
-        return self.running[:, :, -1].sum(axis=1)
+        return self.totals.sum(axis=1)
 
     def get(self, members: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """`(n,)` the priorities of the given (member, slot) pairs."""
@@ -72,7 +73,9 @@ class SumTree:
         if len(blocks) > 1:
             blocks = blocks[np.append(blocks[1:] != blocks[:-1], True)]  # keys are sorted: each block once
         leaves = self.priorities.reshape(-1, b)
-        self.running.reshape(-1, b)[blocks] = np.cumsum(leaves[blocks], axis=1)  # parent sums, recomputed exactly
+        sums = np.cumsum(leaves[blocks], axis=1)  # the blocks' running sums, recomputed exactly
+        self.running.reshape(-1, b)[blocks] = sums
+        self.totals.reshape(-1)[blocks] = sums[:, -1]
 
     def find(self, members: np.ndarray, u: np.ndarray) -> np.ndarray:
         """The slot of each prefix sum `u[i]` in `[0, total[members[i]])` of member `members[i]`.
@@ -88,7 +91,7 @@ class SumTree:
             `(n,)` int64 slots.
         """
         b = self.block
-        cumulative = np.cumsum(self.running[:, :, -1])  # every member's block totals, joined: (S * n_blocks,)
+        cumulative = np.cumsum(self.totals)  # every member's block totals, joined: (S * n_blocks,)
         if self.members == 1:
             first, target = 0, u
         else:  # u as a point on the members' joined running total
@@ -123,3 +126,4 @@ class SumTree:
                              f"got {leaves.shape} {leaves.dtype}")
         self.priorities[...] = leaves.reshape(self.priorities.shape)
         np.cumsum(self.priorities, axis=2, out=self.running)
+        self.totals[...] = self.running[:, :, -1]
