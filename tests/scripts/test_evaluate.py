@@ -1,6 +1,7 @@
 """scripts/evaluate.py, run the way a user types it: results of a trained agent (a single run's model files and
 checkpoint, and a model of one seed of a batch), and one-line errors on bad input."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -15,6 +16,7 @@ from agents.algo.dqn import DQNAgent
 from agents.config import DQNConfig
 from agents.loop.evaluation import evaluate
 from agents.run import load_checkpoint, train, train_one
+from dqn_np import Dueling
 from envs import VecEnv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -242,3 +244,22 @@ def test_network_that_does_not_fit_the_env(tmp_path):
 )
 def test_bad_options(args, fragment, agent_file):
     assert_one_line_error(run_evaluate(agent_file, *args), fragment)
+
+
+@pytest.mark.parametrize("options", [{"dueling": True}, {"dueling": True, "prioritized": True}],
+                         ids=["dueling", "dueling+prioritized"])
+def test_a_dueling_or_prioritized_model_file_says_its_head_and_evaluates(options, tmp_path):
+    config = dataclasses.replace(TINY, **options)
+    assert train_one(config, "CartPole-v1", 0, tmp_path / "run", 400)["status"] == "completed"
+    path = tmp_path / "run" / "final.npz"
+    loaded = DQNAgent.load(path)
+    assert loaded.config.dueling and isinstance(loaded.online.layers[-1], Dueling)
+    assert loaded.online.params["W2"].shape == (3, 16)  # V and two advantages
+    result = run_evaluate(path, "--episodes", "3", "--seed", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    env = VecEnv("CartPole-v1", 3, np.random.default_rng(5))
+    try:
+        expected = evaluate(loaded, env, 3, 5)
+    finally:
+        env.close()
+    assert json.loads(result.stdout.splitlines()[-1])["returns"] == expected.tolist()

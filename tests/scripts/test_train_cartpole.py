@@ -227,6 +227,14 @@ def test_resume_with_config_flags_is_refused(finished_run, tmp_path: Path) -> No
     assert_usage_error(run("--resume", str(out), "--gamma", "0.5", "--total-steps", "3000"), "--resume", "gamma")
 
 
+@pytest.mark.parametrize("flag", [("--dueling", "true"), ("--prioritized", "true")])
+def test_resume_refuses_to_switch_the_head_or_the_sampler(finished_run, tmp_path: Path, flag) -> None:
+    out = copy_run(finished_run, tmp_path)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert_usage_error(run("--resume", str(out), *flag, "--total-steps", "3000"), "--resume", flag[0])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_fresh_run_into_a_used_folder_is_refused(finished_run, tmp_path: Path) -> None:
     out = copy_run(finished_run, tmp_path)
     before = (out / "progress.csv").read_bytes()
@@ -300,6 +308,11 @@ def test_signal_leaves_a_resumable_checkpoint(tmp_path: Path, signum: int, statu
         (["--n-step", "0"], "n_step must be >= 1"),
         (["--n-step", "100", "--buffer-size", "50", "--batch-size", "16", "--learning-starts", "16"],
          "n_step must be <= buffer_size (50), got 100"),
+        (["--prioritized", "true", "--prioritized-alpha", "1.5"], "prioritized_alpha must be in [0, 1], got 1.5"),
+        (["--prioritized", "true", "--prioritized-beta", "-0.1"], "prioritized_beta must be in [0, 1], got -0.1"),
+        (["--prioritized", "true", "--prioritized-eps", "0"], "prioritized_eps must be > 0, got 0.0"),
+        (["--prioritized", "true", "--buffer-size", "100"], "batch_size must be <= buffer_size (100), got 128"),
+        (["--dueling", "maybe"], "maybe"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
