@@ -152,7 +152,8 @@ class DQNAgent:
     def _act_members(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """`act` for a stacked agent: `obs: (S, E, obs_dim)` -> `(S, E)`; one forward pass for all members."""
         S, E = obs.shape[:2]
-        explore = np.stack([rng.random(E) < epsilon for rng in self.rng])  # (S, E): one uniform per env, per member
+        explore = (self.rng[0].random(E)[None] < epsilon if S == 1 else  # (S, E): one uniform per env, per member
+                   np.stack([rng.random(E) < epsilon for rng in self.rng]))
         actions = np.empty((S, E), dtype=np.int64)
         if not explore.all():
             self.online.forward_unchecked(obs).argmax(axis=-1, out=actions)

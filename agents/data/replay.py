@@ -456,6 +456,9 @@ class MemberReplay:
             obs, actions, rewards, next_obs, discounts: as in `ReplayBuffer.write`, `(k, ...)`, already checked.
             members: `(k,)` the member each row belongs to.
         """
+        if self.members == 1:  # a single run: every row is member 0's, in order
+            self.buffers[0].write(obs, actions, rewards, next_obs, discounts)
+            return
         order = np.argsort(members, kind="stable")  # rows grouped by member; each member's rows keep their order
         counts = np.bincount(members, minlength=self.members)
         columns = [c[order] for c in (obs, actions, rewards, next_obs, discounts)]
