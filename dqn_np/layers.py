@@ -175,7 +175,9 @@ class Dueling(Linear):
     """Dueling head (Wang et al., 2016): `Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')` from one affine map.
 
     One `Linear(n_in, 1 + n_actions)` gives `z = [V, A_1, ..., A_n]` (row 0 of `W: (1 + n, n_in)` and `b[0]` are the
-    value stream, the other rows the advantage stream), so both streams cost one matmul. With `dQ = dL/dQ: (B, n)`:
+    value stream, the other rows the advantage stream), so both streams cost one matmul. The combine is linear too:
+    `Q = z @ C` with the constant `C: (1 + n, n)` whose first row is all ones (V enters every Q) and whose other rows
+    are `I - 1/n` (each A_a, minus the mean of the A's). With `dQ = dL/dQ: (B, n)`, backward is `dz = dQ @ C.T`:
 
         dV = sum_a dQ            dA = dQ - mean_a dQ            dz = [dV, dA]
         dW = dz.T @ x            db = sum_B dz                  dL/dx = dz @ W
@@ -190,38 +192,35 @@ class Dueling(Linear):
 
     def __init__(self, n_in: int, n_actions: int) -> None:
         super().__init__(n_in, int(n_actions) + 1)
-        self.n_actions = int(n_actions)
+        n = self.n_actions = int(n_actions)
+        self._combine = np.vstack([np.ones((1, n)), np.eye(n) - 1.0 / n])  # C: (1 + n, n), Q = z @ C
+        self._combine_T = {}  # dtype -> C.T, (n, 1 + n), contiguous
 
     def output_shape(self, x_shape: Shape) -> Shape:
         return (*x_shape[:-1], self.n_actions)
 
-    def workspace(self, x_shape: Shape, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`z: (B, 1 + n)` (the streams), `dz: (B, 1 + n)` and one `(B, 1)` column (a mean per row)."""
+    def workspace(self, x_shape: Shape, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """`z: (B, 1 + n)` (the two streams) and `dz: (B, 1 + n)`."""
         lead = tuple(x_shape[:-1])
-        return (np.empty((*lead, self.n_out), dtype), np.empty((*lead, self.n_out), dtype),
-                np.empty((*lead, 1), dtype))
+        return np.empty((*lead, self.n_out), dtype), np.empty((*lead, self.n_out), dtype)
+
+    def _c(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        cached = self._combine_T.get(dtype)
+        if cached is None:
+            c = self._combine.astype(dtype)
+            cached = self._combine_T[dtype] = (c, np.ascontiguousarray(c.T))
+        return cached
 
     def forward(self, x: np.ndarray, out: np.ndarray | None = None, work: Any = None) -> np.ndarray:
         """`x: (B, n_in)` -> `Q: (B, n)` (stacked `(S, B, ...)`), into `out` if given; caches `x`."""
-        z_buf, _, col = (None, None, None) if work is None else work
-        z = super().forward(x, z_buf)  # [V, A_1, ..., A_n] per row
-        value, advantage = z[..., :1], z[..., 1:]
-        col = np.add.reduce(advantage, axis=-1, keepdims=True, out=col)
-        col *= 1.0 / self.n_actions  # mean_a A
-        col -= value  # mean_a A - V, so one subtraction gives Q
-        return np.subtract(advantage, col, out=out)  # Q = V + A - mean_a A
+        z = super().forward(x, None if work is None else work[0])  # [V, A_1, ..., A_n] per row
+        return np.matmul(z, self._c(z.dtype)[0], out=out)  # Q = V + A - mean_a A
 
     def backward(
         self, grad_out: np.ndarray, out: np.ndarray | None = None, input_grad: bool = True, work: Any = None
     ) -> np.ndarray | None:
         """`dQ: (B, n)` -> `dL/dx: (B, n_in)` (into `out` if given, None unless `input_grad`); fills `grads`."""
-        _, dz, col = (None, None, None) if work is None else work
-        if dz is None:
-            dz = np.empty((*grad_out.shape[:-1], self.n_out), grad_out.dtype)
-        d_value = dz[..., :1]
-        np.add.reduce(grad_out, axis=-1, keepdims=True, out=d_value)  # dV = sum_a dQ
-        col = np.multiply(d_value, 1.0 / self.n_actions, out=col)  # mean_a dQ
-        np.subtract(grad_out, col, out=dz[..., 1:])  # dA = dQ - mean_a dQ
+        dz = np.matmul(grad_out, self._c(grad_out.dtype)[1], out=None if work is None else work[1])  # [dV, dA]
         return super().backward(dz, out, input_grad)
 
 

@@ -90,8 +90,12 @@ class PrioritizedReplay(MemberReplay):
             # w_i = (N P(i))^-beta / max_j (N P(j))^-beta = (min_j p_j / p_i)^beta: N and the total cancel per member
             weights = np.divide(p.min(axis=1, keepdims=True), p, out=p)
             weights **= self.beta
-            out.weights[live] = weights
-            out.indices[live] = slots
+            if len(live) == self.members:  # everyone draws (the usual case): plain copies, no fancy indexing
+                np.copyto(out.weights, weights, casting="same_kind")
+                np.copyto(out.indices, slots)
+            else:
+                out.weights[live] = weights
+                out.indices[live] = slots
         rows = self._rows.get(B)
         if rows is None:
             rows = self._rows[B] = np.empty((self.members, B), np.int64)
@@ -135,9 +139,12 @@ class PrioritizedReplay(MemberReplay):
         if not np.isfinite(np.add.reduce(priorities, axis=None)):  # a member diverged on this update: the loop
             keep = np.isfinite(priorities).all(axis=1)  # stops it; its tree keeps what it had
             live, priorities, slots = live[keep], priorities[keep], slots[keep]
-            members = np.repeat(live, B)
+            members, everyone = np.repeat(live, B), False
         self.tree.set(members, slots.reshape(-1), priorities.reshape(-1))
-        self.max_priority[live] = np.maximum(self.max_priority[live], priorities.max(axis=1))
+        if everyone:
+            np.maximum(self.max_priority, priorities.max(axis=1), out=self.max_priority)
+        else:
+            self.max_priority[live] = np.maximum(self.max_priority[live], priorities.max(axis=1))
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
         """`MemberReplay.state_dict` plus the priorities (the sum tree's leaves) and each member's maximum."""

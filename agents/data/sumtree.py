@@ -41,6 +41,7 @@ class SumTree:
         self.running = np.zeros((members, self.n_blocks, b), np.float64)
         self.totals = np.zeros((members, self.n_blocks), np.float64)  # running[:, :, -1], kept contiguous
         self._first_block = np.arange(members, dtype=np.int64) * self.n_blocks  # member s's first block, flat
+        self._cumulative = np.zeros(members * self.n_blocks + 1)  # 0, then the joined running total of the blocks
 
     def total(self) -> np.ndarray:
         """`(S,)` each member's sum of priorities (the root of its tree)."""
@@ -91,16 +92,16 @@ class SumTree:
             `(n,)` int64 slots.
         """
         b = self.block
-        cumulative = np.cumsum(self.totals)  # every member's block totals, joined: (S * n_blocks,)
+        cumulative = self._cumulative  # cumulative[k] = the sum of the first k blocks (every member's, joined)
+        np.cumsum(self.totals, out=cumulative[1:])
         if self.members == 1:
             first, target = 0, u
         else:  # u as a point on the members' joined running total
             first = self._first_block[members]
-            target = u + np.where(first > 0, cumulative[first - 1], 0.0)
-        block = np.searchsorted(cumulative, target, side="right")  # the first block whose running total exceeds it
+            target = u + cumulative[first]
+        block = np.searchsorted(cumulative, target, side="right") - 1  # the block whose running total passes it
         np.clip(block, first, first + self.n_blocks - 1, out=block)
-        left = target - cumulative[block - 1]  # what is left of u inside the block (block 0: fixed below)
-        left[block == 0] = target[block == 0] if self.members > 1 else u[block == 0]
+        left = target - cumulative[block]  # what is left of u inside the block
         rows = self.running.reshape(-1, b)[block]  # (n, b) running sums within each chosen block
         leaf = np.count_nonzero(rows <= left[:, None], axis=1)  # the first leaf whose running sum exceeds `left`
         stray = leaf >= b

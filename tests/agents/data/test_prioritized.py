@@ -76,11 +76,12 @@ def test_a_stopped_member_is_neither_sampled_nor_updated():
 def test_a_non_finite_td_error_leaves_that_members_priorities_alone():
     replay = filled(S=2)
     batch = replay.sample(8, replay.empty_batch(8))
-    before = replay.tree.priorities[1].copy()
-    td = np.ones((2, 8))
+    before, top = replay.tree.priorities[1].copy(), replay.max_priority.copy()
+    td = np.full((2, 8), 50.0)  # member 0's priorities rise above every earlier one
     td[1, 3] = np.nan
     replay.update_priorities(batch, td)
     np.testing.assert_array_equal(replay.tree.priorities[1], before)
+    assert replay.max_priority[1] == top[1] and replay.max_priority[0] == pytest.approx((50.0 + replay.eps) ** 0.6)
 
 
 def test_beta_anneals_to_one():
