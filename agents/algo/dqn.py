@@ -48,6 +48,24 @@ class _UpdateBuffers:
         self.stat_sums = np.empty((2, *lead[:-1]), dtype=dtype)  # per member: sums of Q(s, a) and |Q(s, a) - y|
 
 
+def step_can_overflow(config: DQNConfig) -> bool:
+    """Whether one optimizer step from finite parameters and a finite gradient can write a non-finite value.
+
+    With clipping (`max_grad_norm = G > 0`) it cannot, for steps far below the dtype's largest value: SGD moves a
+    parameter by at most `lr G / (1 - momentum)` (its velocity sums clipped gradients geometrically); Adam by at
+    most about `7.3 lr` with its default betas (by Cauchy-Schwarz, `|m| / sqrt(v) <= (1 - b1) / sqrt(1 - b2) /
+    sqrt(1 - b1^2 / b2)`), and its `v` stays below `G^2`. Then `update` skips the backup and the check (about 5% of
+    an update at S = 1). Without clipping, or with a step within a millionth of the dtype's range, it guards.
+    """
+    big = float(np.finfo(config.dtype).max)
+    G = config.max_grad_norm
+    if G == 0:
+        return True
+    if config.optimizer == "sgd":
+        return config.learning_rate * G / (1.0 - config.momentum) >= big * 1e-6
+    return 10.0 * config.learning_rate >= big * 1e-6 or G * G >= big * 1e-6
+
+
 def _restore(arrays: dict[str, np.ndarray], names: list[str], saved: np.ndarray | None,
              members: np.ndarray | slice) -> None:
     """Put `members` of every `arrays[name]` back from `saved`, their flat copy in `names` order (None: zeros)."""
@@ -103,6 +121,7 @@ class DQNAgent:
         dtype = self.online.dtype
         self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
         self._pre: list[np.ndarray] = []  # flat parameters and optimizer slots before the last step
+        self._guard_step = step_can_overflow(config)
         # per-member clipping reads these views; an unstacked agent is one member (the same sums, the same bits)
         grads = tuple(self.online.grads.values())
         self._grad_arrays = grads if self.members is not None else tuple(g[None] for g in grads)
@@ -229,7 +248,9 @@ class DQNAgent:
 
         A stacked agent returns each metric as `(S,)`, plus `finite: (S,)` bool: a member whose TD target, Q-value,
         loss or gradient is not finite is frozen (`freeze`) before the optimizer step, so neither this step nor any
-        later one changes its parameters, target or optimizer state; no other member notices.
+        later one changes its parameters, target or optimizer state; no other member notices. Where the config
+        lets a step overflow a parameter from a finite gradient (`step_can_overflow`), the step is checked too: a
+        member it broke is put back bit for bit and frozen the same way.
 
         Raises:
             ValueError: the batch's arrays do not have the shapes of B transitions for this agent.
@@ -257,10 +278,11 @@ class DQNAgent:
             if self._frozen is not None:
                 for g in self._grad_arrays:
                     g[self.frozen] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
-        self._save_pre_step()
+        if self._guard_step:
+            self._save_pre_step()
         self.optimizer.step_unchecked(self.online.params, self.online.grads)
-        # A finite gradient can still overflow a parameter (SGD with a huge step): check what the step wrote.
-        if not self._step_was_finite():
+        # A finite gradient can still overflow a parameter (a huge step): where the config allows it, check the step.
+        if self._guard_step and not self._step_was_finite():
             newly = self._undo_non_finite_step()  # raises for an unstacked agent
             finite[newly] = False
         self.n_updates += 1

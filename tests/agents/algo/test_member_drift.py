@@ -112,3 +112,20 @@ def test_an_unstacked_agent_whose_step_overflows_raises_and_keeps_every_paramete
     after = agent.optimizer.state_dict()
     assert after.keys() == optim.keys() and all(np.array_equal(after[k], optim[k]) for k in optim)
     assert agent.n_updates == 1
+
+
+@pytest.mark.parametrize(("overrides", "guarded"), [
+    ({}, False),  # Adam, clipped at 10: a step moves a parameter by at most ~7.3 lr
+    ({"max_grad_norm": 0.0}, True),  # unclipped: v = g^2 can overflow
+    ({"optimizer": "sgd", "learning_rate": 1e-2, "momentum": 0.9}, False),  # at most lr G / (1 - m) = 1
+    ({"optimizer": "sgd", "learning_rate": 1e40, "dtype": "float32"}, True),  # 1e41: near float32's 3.4e38
+    ({"optimizer": "sgd", "learning_rate": 1e40, "dtype": "float64"}, False),
+])
+def test_the_step_is_guarded_exactly_where_the_config_lets_it_overflow(overrides, guarded):
+    from agents.algo.dqn import step_can_overflow
+
+    config = DQNConfig(**overrides)
+    assert step_can_overflow(config) is guarded
+    agent = DQNAgent(4, 2, config, [np.random.default_rng(0)])
+    agent.update(_overflow_batch(np.random.default_rng(1), 1, 128, None))
+    assert (len(agent._pre) > 0) is guarded  # the backup is taken only where it can matter
