@@ -97,14 +97,15 @@ class Collector:
         t = self.windows.push(obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
         if len(t.actions):  # each window to its own member's buffer; none from a stopped member
             members = self.windows.last_envs // E
-            keep = self.active[members]
-            if len(self.nonfinite_members):
-                keep &= ~np.isin(members, self.nonfinite_members)
-            if keep.all():
+            if len(self.nonfinite_members) or not self.active.all():  # keep only the live, finite members' windows
+                keep = self.active[members]
+                if len(self.nonfinite_members):
+                    keep &= ~np.isin(members, self.nonfinite_members)
+                if keep.any():
+                    self.replay.write(t.obs[keep], t.actions[keep], t.rewards[keep], t.next_obs[keep],
+                                      t.discounts[keep], members[keep])
+            else:  # the usual case: every window is kept, no copies
                 self.replay.write(t.obs, t.actions, t.rewards, t.next_obs, t.discounts, members)
-            elif keep.any():
-                self.replay.write(t.obs[keep], t.actions[keep], t.rewards[keep], t.next_obs[keep],
-                                  t.discounts[keep], members[keep])
         self.episode_return += step.reward
         self.episode_length += 1
         done = step.terminated | step.truncated
