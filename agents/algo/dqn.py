@@ -48,7 +48,7 @@ class _UpdateBuffers:
         self.stat_sums = np.empty((2, *lead[:-1]), dtype=dtype)  # per member: sums of Q(s, a) and |Q(s, a) - y|
 
 
-def step_can_overflow(config: DQNConfig) -> bool:
+def step_can_overflow(config: DQNConfig, learning_rate: float | None = None) -> bool:
     """Whether one optimizer step from finite parameters and a finite gradient can write a non-finite value.
 
     With clipping (`max_grad_norm = G > 0`) it cannot, for steps far below the dtype's largest value: SGD moves a
@@ -57,13 +57,14 @@ def step_can_overflow(config: DQNConfig) -> bool:
     sqrt(1 - b1^2 / b2)`), and its `v` stays below `G^2`. Then `update` skips the backup and the check (about 5% of
     an update at S = 1). Without clipping, or with a step within a millionth of the dtype's range, it guards.
     """
+    lr = config.learning_rate if learning_rate is None else learning_rate  # the optimizer's, if changed since
     big = float(np.finfo(config.dtype).max)
     G = config.max_grad_norm
     if G == 0:
         return True
     if config.optimizer == "sgd":
-        return config.learning_rate * G / (1.0 - config.momentum) >= big * 1e-6
-    return 10.0 * config.learning_rate >= big * 1e-6 or G * G >= big * 1e-6
+        return not lr * G / (1.0 - config.momentum) < big * 1e-6  # `not <`: an inf or NaN lr guards too
+    return not (10.0 * lr < big * 1e-6 and G * G < big * 1e-6)
 
 
 def _restore(arrays: dict[str, np.ndarray], names: list[str], saved: np.ndarray | None,
@@ -121,6 +122,7 @@ class DQNAgent:
         dtype = self.online.dtype
         self._buffers = BufferCache(lambda n: _UpdateBuffers(n, self.n_actions, dtype, self.members))
         self._pre: list[np.ndarray] = []  # flat parameters and optimizer slots before the last step
+        self._guard_lr = config.learning_rate
         self._guard_step = step_can_overflow(config)
         # per-member clipping reads these views; an unstacked agent is one member (the same sums, the same bits)
         grads = tuple(self.online.grads.values())
@@ -278,6 +280,9 @@ class DQNAgent:
             if self._frozen is not None:
                 for g in self._grad_arrays:
                     g[self.frozen] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
+        if self.optimizer.lr != self._guard_lr:  # the step size was changed from outside: judge it again
+            self._guard_lr = self.optimizer.lr
+            self._guard_step = step_can_overflow(self.config, self._guard_lr)
         if self._guard_step:
             self._save_pre_step()
         self.optimizer.step_unchecked(self.online.params, self.online.grads)
