@@ -64,7 +64,8 @@ def step_can_overflow(config: DQNConfig, learning_rate: float | None = None) -> 
         return True
     if config.optimizer == "sgd":
         return not lr * G / (1.0 - config.momentum) < big * 1e-6  # `not <`: an inf or NaN lr guards too
-    return not (10.0 * lr < big * 1e-6 and G * G < big * 1e-6)
+    limit = big * 1e-6
+    return not (10.0 * lr < limit and abs(G) < math.sqrt(limit))
 
 
 def _restore(arrays: dict[str, np.ndarray], names: list[str], saved: np.ndarray | None,

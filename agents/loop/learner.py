@@ -31,7 +31,8 @@ class Learner:
         batch_size: B, transitions per member per gradient step.
 
     Attributes:
-        seconds: `{"sample": s, "update": s}` spent so far in this process.
+        seconds: `{"sample": s, "update": s}` spent so far in this process ("sample" includes prioritized replay's
+            priority update).
         last_metrics: the metrics of the last update (`loss`, `q_mean`, `grad_norm`, `td_abs`: `(S,)` each).
     """
 
