@@ -19,6 +19,7 @@ found in one pass over the stacked sum tree (`agents.data.sumtree.SumTree`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ class PrioritizedReplay(MemberReplay):
         self.beta = self.beta0
         self.tree = SumTree(self.members, capacity)
         self.max_priority = np.ones(self.members)
-        self._cache: dict[int, tuple] = {}  # B -> what `_work` returns
+        self._cache: dict[tuple, tuple] = {}  # (B, live mask) -> what `_work` returns
         self._rows: dict[int, np.ndarray] = {}  # B -> (S, B) rows of the merged arrays
         self._first_row_col = np.array(self._first_rows, np.int64)[:, None]  # (S, 1) member s's first row
 
@@ -84,18 +85,21 @@ class PrioritizedReplay(MemberReplay):
             for row, s in zip(u, live, strict=True):
                 self.buffers[s].rng.random(out=row)  # U_j, each member from its own generator
             u += strata
-            u *= (self.tree.total()[live] * (1.0 / B))[:, None]  # stratified: draw j lies in [j T / B, (j + 1) T / B)
-            slots = self.tree.find(members, u.reshape(-1)).reshape(len(live), B)
-            p = self.tree.get(members, slots.reshape(-1)).reshape(len(live), B)
+            if self.members == 1:  # stratified: draw j lies in [j T / B, (j + 1) T / B)
+                u *= self.tree.totals.sum() * (1.0 / B)
+            else:
+                u *= (self.tree.total()[live] * (1.0 / B))[:, None]
+            slots, p = self.tree.find_with_priorities(members, u.reshape(-1))
+            p = p.reshape(len(live), B)
             # w_i = (N P(i))^-beta / max_j (N P(j))^-beta = (min_j p_j / p_i)^beta: N and the total cancel per member
             weights = np.divide(p.min(axis=1, keepdims=True), p, out=p)
             weights **= self.beta
             if len(live) == self.members:  # everyone draws (the usual case): plain copies, no fancy indexing
                 np.copyto(out.weights, weights, casting="same_kind")
-                np.copyto(out.indices, slots)
+                np.copyto(out.indices, slots.reshape(len(live), B))
             else:
                 out.weights[live] = weights
-                out.indices[live] = slots
+                out.indices[live] = slots.reshape(len(live), B)
         rows = self._rows.get(B)
         if rows is None:
             rows = self._rows[B] = np.empty((self.members, B), np.int64)
@@ -107,11 +111,12 @@ class PrioritizedReplay(MemberReplay):
     def _work(self, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The live members and, for B draws each, the `(S_live, B)` draw buffer, the `(S_live * B,)` member of each
         draw and the `(B,)` strata `0 .. B-1`; rebuilt only when B or the set of live members changes."""
-        live = np.flatnonzero(self.active)
-        cached = self._cache.get(B)
-        if cached is None or not np.array_equal(cached[0], live):
-            cached = self._cache[B] = (live, np.empty((len(live), B)), np.repeat(live, B),
-                                       np.arange(B, dtype=np.float64))
+        key = (B, self.active.tobytes())
+        cached = self._cache.get(key)
+        if cached is None:
+            live = np.flatnonzero(self.active)
+            cached = self._cache[key] = (live, np.empty((len(live), B)), np.repeat(live, B),
+                                         np.arange(B, dtype=np.float64))
         return cached
 
     def empty_batch(self, batch_size: int) -> Batch:
@@ -136,15 +141,23 @@ class PrioritizedReplay(MemberReplay):
         priorities += self.eps
         priorities **= self.alpha  # (|delta| + eps)^alpha
         slots = batch.indices if everyone else batch.indices[live]
-        if not np.isfinite(np.add.reduce(priorities, axis=None)):  # a member diverged on this update: the loop
-            keep = np.isfinite(priorities).all(axis=1)  # stops it; its tree keeps what it had
-            live, priorities, slots = live[keep], priorities[keep], slots[keep]
+        if self.members == 1:  # a single run: one largest priority, compared as a Python float
+            top1 = float(priorities.max())
+            if top1 < math.inf:  # False for inf and NaN: the update diverged, the loop stops the run
+                self.tree.set(members, slots.reshape(-1), priorities.reshape(-1))
+                if top1 > self.max_priority[0]:
+                    self.max_priority[0] = top1
+            return
+        top = priorities.max(axis=1)  # NaN or inf if a member's update diverged
+        if not np.isfinite(top).all():  # a member diverged on this update: the loop stops it; its tree keeps what
+            keep = np.isfinite(priorities).all(axis=1)  # it had
+            live, priorities, slots, top = live[keep], priorities[keep], slots[keep], top[keep]
             members, everyone = np.repeat(live, B), False
         self.tree.set(members, slots.reshape(-1), priorities.reshape(-1))
         if everyone:
-            np.maximum(self.max_priority, priorities.max(axis=1), out=self.max_priority)
+            np.maximum(self.max_priority, top, out=self.max_priority)
         else:
-            self.max_priority[live] = np.maximum(self.max_priority[live], priorities.max(axis=1))
+            self.max_priority[live] = np.maximum(self.max_priority[live], top)
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
         """`MemberReplay.state_dict` plus the priorities (the sum tree's leaves) and each member's maximum."""

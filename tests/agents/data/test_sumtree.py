@@ -5,12 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.data.sumtree import SumTree
+from agents.data.sumtree import SumTree, block_sums
 
 
 def check_sums(tree: SumTree) -> None:
-    """Every block's running sums are its leaves' prefix sums, and each member's total is the sum of its leaves."""
-    np.testing.assert_array_equal(tree.running, np.cumsum(tree.priorities, axis=2))
+    """Every block's total is the sum of its leaves (to the rounding of b additions: BLAS may add in another order
+    than np.sum), and each member's total is the sum of its leaves."""
+    np.testing.assert_allclose(tree.totals, tree.priorities.sum(axis=2), rtol=tree.block * 2.3e-16, atol=0)
     np.testing.assert_allclose(tree.total(), tree.priorities.reshape(tree.members, -1).sum(axis=1), rtol=1e-12)
     assert (tree.priorities.reshape(tree.members, -1)[:, tree.capacity:] == 0).all()  # padding never written
 
@@ -32,6 +33,21 @@ def test_sums_hold_under_random_batched_updates(members, capacity, block, update
             expected[mi, si] = pi
         np.testing.assert_array_equal(tree.priorities.reshape(members, -1)[:, :capacity], expected)
         check_sums(tree)
+
+
+def test_block_totals_have_the_same_bits_whichever_rows_they_are_summed_with():
+    """Totals scale every draw: a block's total summed alone, in a batch of any size, or rebuilt on load must be the
+    same float, or seed k in a batch would drift from seed k alone (or a resumed run from an unbroken one)."""
+    rng = np.random.default_rng(3)
+    rows = rng.random((997, 32)) * 10.0 ** rng.uniform(-3, 0, (997, 32))
+    together = block_sums(rows)
+    apart = np.concatenate([block_sums(rows[i:i + 7]) for i in range(0, 997, 7)])
+    alone = np.array([block_sums(rows[i:i + 1])[0] for i in range(997)])
+    np.testing.assert_array_equal(together, apart)
+    np.testing.assert_array_equal(together, alone)
+    tree = SumTree(1, 997 * 32, block=32)
+    tree.set(np.zeros(997 * 32, np.int64), np.arange(997 * 32), rows.reshape(-1))
+    np.testing.assert_array_equal(tree.totals[0], together)
 
 
 def test_duplicates_keep_the_last_priority_whatever_their_order():
@@ -60,6 +76,20 @@ def test_find_inverts_the_prefix_sum_and_never_returns_a_zero_priority(capacity,
     assert [int(np.flatnonzero(p[m] > 0)[-1]) for m in range(3)] == edge.tolist()
 
 
+def test_find_never_returns_a_zero_priority_slot_even_when_rounding_points_at_one():
+    """Running sums that rounding made unequal across a zero leaf (as a BLAS summing in another order can): the
+    zero slot gives way to the positive slot before it. Negative control: the raw leaf search would pick it."""
+    tree = SumTree(1, 8, 4)
+    tree.set(np.zeros(8, np.int64), np.arange(8), np.array([1.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]))
+    tree._upper[0, 1] = np.nextafter(1.0, 2.0)  # running sum 1 = p_0 (1 + 2^-52): just above running sum 0
+    u = np.array([1.0])  # lands exactly between the two running sums
+    rows = tree.priorities[0, :1] @ tree._upper
+    assert np.count_nonzero(rows[0] <= u[0]) == 1  # the unguarded search would return slot 1
+    assert tree.find(np.zeros(1, np.int64), u).tolist() == [0]
+    empty = SumTree(1, 8, 4)  # no positive slot at all: slot 0 (the sampler never asks for this)
+    assert empty.find(np.zeros(1, np.int64), np.zeros(1)).tolist() == [0]
+
+
 def test_sampling_frequencies_match_the_priorities():
     """Chi-square test with a fixed seed: 200,000 proportional draws over 50 slots of known priorities."""
     rng = np.random.default_rng(7)
@@ -84,7 +114,7 @@ def test_state_round_trip_rebuilds_the_sums():
     other = SumTree(2, 100, 16)
     other.load_state_dict(tree.state_dict())
     np.testing.assert_array_equal(other.priorities, tree.priorities)
-    np.testing.assert_array_equal(other.running, tree.running)
+    np.testing.assert_array_equal(other.totals, tree.totals)
 
 
 @pytest.mark.parametrize("bad", [np.full((2, 112), -1.0), np.full((2, 112), np.nan), np.zeros((2, 96)),
