@@ -101,6 +101,7 @@ class LoopView(Protocol):
     last_episode: list[EpisodeRow | None]
     evaluator: EvaluatorView
     agent: Any
+    learner: Any  # `agents.loop.learner.Learner`: `last_metrics`, the figures of the last update per member
     stop: StopFlag
 
     @property

@@ -22,6 +22,7 @@ from agents.loop.events import StopFlag
 from agents.run.aggregate import format_aggregate
 from agents.run.checkpoint import CheckpointError, load_checkpoint
 from agents.run.folder import RunFiles
+from agents.run.tensorboard import check_tensorboard
 from agents.run.train import (
     COMMANDS,
     DEFAULT_TOTAL_STEPS,
@@ -158,6 +159,11 @@ def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argp
                    help="episodes of the final evaluation of each seed's final and best model (default: "
                         "--eval-episodes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also write the logged scalars (training episodes and evaluations) as TensorBoard event "
+                        "files into DIR" + (" (one TensorBoard run per seed: DIR/seed<k>/)" if layout == "batch" else
+                                             "") + ", viewed with tensorboard --logdir DIR; needs tensorboardX; "
+                        "allowed with --resume, whose curves continue without doubling (default: off)")
     add_config_args(p)
     return p.parse_args(argv)
 
@@ -192,6 +198,8 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
         raise ValueError(f"--final-eval-episodes must be >= 1, got {args.final_eval_episodes}")
     if args.total_steps is not None and args.total_steps < 1:
         raise ValueError(f"--total-steps must be >= 1, got {args.total_steps}")
+    if args.tensorboard is not None:  # the package and the folder; `train` checks the seeds' folders in it
+        check_tensorboard(args.tensorboard)
     if args.resume:  # the run's own environment, and its own total unless told otherwise (train reads both)
         return None, "", seeds, args.total_steps, args.resume
     seeds = seeds or ([0] if layout == "single" else list(range(10)))
@@ -222,7 +230,7 @@ def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFl
         result = train(config, env_id, seeds, out, total, layout=layout, resume=bool(args.resume),
                        save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
                        final_eval_episodes=args.final_eval_episodes, progress=not args.no_progress, stop=stop,
-                       plot=True, notify=print, env_backend=args.env_backend)
+                       plot=True, notify=print, env_backend=args.env_backend, tensorboard=args.tensorboard)
     except (ValueError, CheckpointError) as e:  # EnvError and RunFolderError are ValueErrors
         fail(prog, str(e))
     except OSError as e:  # a file of the run could not be written: not a usage error

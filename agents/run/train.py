@@ -43,6 +43,7 @@ from agents.run.checkpoint import (
 from agents.run.folder import RUN_FILE_NAMES, RunFiles, RunFolderError, RunLock, make_run_folder, remove_folders
 from agents.run.plots import plot_learning_curve
 from agents.run.stats import aggregate_seeds, plot_aggregate
+from agents.run.tensorboard import TensorBoardWriter, check_tensorboard, member_dirs
 from agents.run.writer import CsvLog, FolderWriter
 from agents.validate import optional_positive_int, seed
 from agents.validate import seeds as check_seeds
@@ -107,7 +108,7 @@ def train_one(config: DQNConfig | None, env_id: str, seed: int | None = 0, out_d
     """One seed: `train(config, env_id, [seed], out_dir, total_steps, layout="single", ...)`; returns its summary.
 
     The folder is a single run's (its files at the top of `out_dir`); with `resume`, `seed` is ignored (the run's
-    own). Keyword arguments are `train`'s.
+    own). Keyword arguments are `train`'s (`tensorboard=DIR` writes the seed's event files into DIR itself).
     """
     result = train(config, env_id, None if kwargs.get("resume") else [seed], out_dir, total_steps, layout="single",
                    **kwargs)
@@ -134,6 +135,7 @@ def train(
     notify: Callable[[str], None] | None = None,
     make_env: MakeEnv | None = None,
     env_backend: str = "auto",
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one DQN run per seed, all in one process (the engine's S members), and aggregate them.
 
@@ -164,14 +166,19 @@ def train(
         notify: receives one-line notices for the user (resuming to the run's own total).
         make_env: `(n_envs, rngs) -> VecEnvLike` (default: `envs.VecEnv` of `env_id` with `env_backend`).
         env_backend: "auto", "numpy" or "gymnasium" (see `make_vec_env`).
+        tensorboard: also write every seed's logged scalars as TensorBoard event files into this folder (a single
+            run: the folder itself; a batch: `seed<k>/` in it), with tensorboardX (`agents.run.tensorboard`); None:
+            off. Not part of the run: a resume writes them only when given it again (the same folder continues the
+            curves without doubling them).
 
     Returns:
         `{"status", "env_id", "seeds", "total_steps", "summaries": [one per seed], "aggregate", "phase_seconds",
         "warnings", ...}`; each summary has the same keys in both layouts (also written to its `summary.json`).
 
     Raises:
-        ValueError: bad seeds or arguments (`envs.EnvError` is one), buffers larger than the memory available, or
-            a folder that cannot be used (`agents.run.folder.RunFolderError`); raised before anything is written.
+        ValueError: bad seeds or arguments (`envs.EnvError` is one), buffers larger than the memory available, a
+            folder that cannot be used (`agents.run.folder.RunFolderError`), or `tensorboard` without tensorboardX or
+            in a folder that cannot be used; raised before anything is written.
         CheckpointError: a bad or missing checkpoint to resume, a folder of the other layout, other seeds than the
             run's, or logs in the folder that this run did not write.
         OSError: a file of the run could not be written (a full disk); the previous checkpoint stays loadable.
@@ -181,7 +188,7 @@ def train(
         engine, writer, lock, total_steps, env_id, warnings = _build(
             config, env_id, seeds, out_dir, total_steps, layout, resume, save_replay, checkpoint_every,
             make_env or (None if resume else make_vec_env(env_id, env_backend)), env_backend, stop,
-            notify or (lambda _notice: None))
+            notify or (lambda _notice: None), tensorboard)
         try:
             bar = ProgressBar(total_steps, enabled=progress)
             engine.callbacks.extend([bar, *callbacks])
@@ -203,8 +210,9 @@ def train(
 
 
 def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_replay, checkpoint_every, make_env,
-           env_backend, stop, notify):
-    """The engine (fresh or resumed), its folder writer and the folder's lock, after every check.
+           env_backend, stop, notify, tensorboard):
+    """The engine (fresh or resumed) with its TensorBoard writer if asked, its folder writer and the folder's lock,
+    after every check.
 
     Every refusal happens before the first write: a folder this call created is removed again, and a `.lock` it
     created too.
@@ -245,6 +253,9 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
                            "checkpoints)")
         member_files = ([RunFiles(root)] if layout == "single" else [RunFiles(root / f"seed{k}") for k in seeds]
                         ) if root is not None else []
+        if tensorboard is not None:  # before the run folder is made: a refusal leaves nothing behind
+            tensorboard_dirs = member_dirs(tensorboard, layout, engine.seeds)
+            check_tensorboard(tensorboard, tensorboard_dirs, fresh=ckpt is None)
         if ckpt is not None:
             check_compatible(ckpt, engine.env.obs_dim, engine.env.n_actions, env_id)
             try:
@@ -258,6 +269,8 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
             created = make_run_folder(root)
             lock = RunLock(root)
             _refuse_used(root)
+        if tensorboard is not None:  # before the folder writer: its event files are closed before a checkpoint saves
+            engine.callbacks.append(TensorBoardWriter(tensorboard_dirs, checkpoint_every))
         writer = None
         if root is not None:  # the first writes
             writer = FolderWriter(root / "checkpoint.npz", member_files, env_id, layout, save_replay,
