@@ -30,6 +30,10 @@ class Step(NamedTuple):
     """True when the episode was cut short (e.g. by a time limit): the target still bootstraps from `next_obs`."""
 
 
+EXTRAS = {"box2d": ("Box2D", "box2d"), "pygame": ("pygame", "render")}
+"""A word in Gymnasium's DependencyNotInstalled message -> (the package, the dqn-np extra that installs it)."""
+
+
 def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
     """Create a Gymnasium environment and check that dqn-np supports its spaces.
 
@@ -57,7 +61,13 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
             f"env_id {env_id!r} is not a registered Gymnasium environment ({err}); expected an id such as "
             f"'CartPole-v1' or one of the dqn_np diagnostic ids {', '.join(DIAGNOSTIC_IDS)}"
         ) from err
-    except gym.error.Error as err:  # a malformed id, a missing optional dependency, ...
+    except gym.error.DependencyNotInstalled as err:  # an optional extra: ours to name, in one line
+        known = next((pair for key, pair in EXTRAS.items() if key in str(err).lower()), None)
+        if known is None:
+            raise EnvError(f"cannot create env_id {env_id!r}: {str(err).splitlines()[0]}") from err
+        raise EnvError(f"env_id {env_id!r} needs {known[0]}, which is not installed: pip install -e "
+                       f"'.[{known[1]}]'") from err
+    except gym.error.Error as err:  # a malformed id, ...
         raise EnvError(f"cannot create env_id {env_id!r}: {err}") from err
     try:
         check_spaces(env)

@@ -1,6 +1,7 @@
 """make_env, check_spaces, reward_threshold, reset_env and step_env."""
 
 import re
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -143,3 +144,49 @@ def test_chain_truncates_at_20_with_true_final_obs():
     assert [s.truncated for s in steps] == [False] * 19 + [True]
     assert not any(s.terminated for s in steps)
     np.testing.assert_array_equal(steps[-1].next_obs, [1, 0, 0, 0])
+
+
+def _without_box2d(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a machine without the [box2d] extra: `import Box2D` fails and Gymnasium's LunarLander module is
+    imported afresh (it checks for Box2D when it is imported)."""
+    monkeypatch.setitem(sys.modules, "Box2D", None)
+    for name in [m for m in sys.modules if m.startswith("gymnasium.envs.box2d")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_lunar_lander_without_box2d_names_the_extra_in_one_line(monkeypatch):
+    _without_box2d(monkeypatch)
+    with pytest.raises(EnvError) as error:
+        make_env("LunarLander-v3")
+    assert str(error.value) == ("env_id 'LunarLander-v3' needs Box2D, which is not installed: "
+                                "pip install -e '.[box2d]'")
+
+
+def test_a_training_command_without_box2d_is_one_line_status_2_and_writes_nothing(monkeypatch, tmp_path, capsys):
+    from agents.loop.events import StopFlag
+    from agents.run.cli import _main as cli_main
+
+    _without_box2d(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--env-id", "LunarLander-v3", "--out", str(tmp_path / "run"), "--no-progress"], "single",
+                 "train_cartpole.py", "", StopFlag())
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["train_cartpole.py: error: env_id 'LunarLander-v3' needs Box2D, which is not installed: "
+                   "pip install -e '.[box2d]'"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lunar_lander_with_box2d_trains_through_the_one_engine(tmp_path):
+    """The extra installed (dev includes it): LunarLander-v3's spaces and threshold, and a short run end to end."""
+    from agents.config import DQNConfig
+    from agents.run import train_one
+
+    env = make_env("LunarLander-v3")
+    assert check_spaces(env) == (8, 4) and reward_threshold(env) == 200
+    env.close()
+    config = DQNConfig(hidden_sizes=(16,), n_envs=2, learning_starts=200, eval_freq=400, eval_episodes=2,
+                       batch_size=32)
+    summary = train_one(config, "LunarLander-v3", 0, tmp_path / "run", 400)
+    assert summary["status"] == "completed" and summary["env_steps"] == 400 and summary["updates"] > 0
+    assert summary["best_eval_step"] == 400 and (tmp_path / "run" / "best.npz").exists()
