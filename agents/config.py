@@ -85,6 +85,8 @@ class DQNConfig:
     """Greedy evaluation every this many environment steps; 0 disables evaluation during training."""
     eval_episodes: int = 20
     """Episodes per greedy evaluation (solving needs at least 20)."""
+    stop_when_solved: bool = False
+    """End a member's training at its first solving evaluation; in a batch it leaves the compute, the others go on."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -106,6 +108,9 @@ class DQNConfig:
             raise ValueError(
                 f"DQNConfig.n_step must be <= buffer_size ({self.buffer_size}), got {self.n_step}"
             )
+        if self.stop_when_solved and self.eval_freq == 0:
+            raise ValueError("DQNConfig.stop_when_solved needs evaluations during training (eval_freq > 0), got "
+                             "eval_freq=0")
         if self.learning_starts < self.batch_size:
             raise ValueError(
                 f"DQNConfig.learning_starts must be >= batch_size ({self.batch_size}), got {self.learning_starts}"

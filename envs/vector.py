@@ -55,6 +55,7 @@ class _CartPoleBackend:
 
     name = "cartpole-vector"
     obs_dtype = np.dtype(np.float32)
+    slot_axes = {"state": 1, "steps": 0}  # the env axis of each array of `state_dict` (`VecEnv.select_state`)
 
     def __init__(self, vec: gym.vector.VectorEnv) -> None:
         self.vec = vec
@@ -119,6 +120,7 @@ class _SyncBackend:
     """`SyncVectorEnv` with autoreset disabled; logs each env's actions in its current episode, for `state_dict`."""
 
     name = "sync"
+    slot_axes = {"actions": 0, "lengths": 0}  # the env axis of each array of `state_dict` (`VecEnv.select_state`)
 
     def __init__(self, vec: gym.vector.SyncVectorEnv, obs_dtype: np.dtype) -> None:
         self.vec = vec
@@ -448,6 +450,27 @@ class VecEnv:
         self.obs = obs.astype(self._backend.obs_dtype)
         self.episode_seeds = episode_seeds
         return True
+
+    def select_state(self, envs: np.ndarray) -> dict[str, Any]:
+        """The `state_dict` a VecEnv of only the envs `envs: (k,)` (in order) would have: what a new VecEnv of k envs
+        built the same way needs to continue exactly where they are (`load_state_dict`).
+
+        With grouped generators `envs` must be whole groups (a member's envs); group i of the result is the group of
+        `envs[i * E]`.
+        """
+        envs = np.asarray(envs, np.int64)
+        state = self.state_dict()
+        out = {**state, "n_envs": len(envs), "obs": state["obs"][envs], "episode_seeds": state["episode_seeds"][envs]}
+        for key, axis in self._backend.slot_axes.items():
+            out[key] = np.take(state[key], envs, axis=axis)
+        if self._grouped:
+            per_group = self.n_envs // len(self._groups)
+            groups = envs[::per_group] // per_group
+            if len(envs) % per_group or not np.array_equal(np.repeat(groups, per_group) * per_group
+                                                          + np.tile(np.arange(per_group), len(groups)), envs):
+                raise ValueError(f"envs {envs.tolist()} are not whole groups of {per_group} envs")
+            out["rng"] = {str(i): state["rng"][str(g)] for i, g in enumerate(groups.tolist())}
+        return out
 
     def close(self) -> None:
         """Release the environments' resources."""

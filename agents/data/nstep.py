@@ -160,6 +160,11 @@ class NStepWindows:
         return {"obs": self._obs.copy(), "actions": self._actions.copy(), "rewards": self._rewards.copy(),
                 "count": self._count.copy(), "t": np.array(self._t, np.int64)}
 
+    def select_state(self, envs: np.ndarray) -> dict[str, Any]:
+        """The `state_dict` of windows over only the envs `envs: (k,)`, in order (the others' pending steps go)."""
+        return {"obs": self._obs[:, envs], "actions": self._actions[:, envs], "rewards": self._rewards[:, envs],
+                "count": self._count[envs], "t": np.array(self._t, np.int64)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()` output of windows with the same E, n and obs_dim."""
         for key in ("obs", "actions", "rewards", "count"):

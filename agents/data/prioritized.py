@@ -167,6 +167,19 @@ class PrioritizedReplay(MemberReplay):
             state["max_priority"] = self.max_priority.copy()
         return state
 
+    def _like(self, rngs: list[np.random.Generator]) -> PrioritizedReplay:
+        out = PrioritizedReplay(self.capacity, self.obs_dim, rngs, self.dtype, alpha=self.alpha, beta=self.beta0,
+                                eps=self.eps)
+        out.beta = self.beta  # annealed so far
+        return out
+
+    def _select_state(self, state: dict[str, Any], members: np.ndarray) -> dict[str, Any]:
+        out = super()._select_state(state, members)
+        if "priorities" in state:
+            out["priorities"] = state["priorities"][members]
+            out["max_priority"] = state["max_priority"][members]
+        return out
+
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore `state_dict()`; without the buffers the priorities start afresh too."""
         if not super().load_state_dict(state):

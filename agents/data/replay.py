@@ -518,6 +518,25 @@ class MemberReplay:
             state["buffers"] = {str(s): b.state_dict() for s, b in enumerate(self.buffers)}
         return state
 
+    def select(self, members: np.ndarray) -> MemberReplay:
+        """The buffers of only `members` (rows, in order), continuing exactly: their transitions, write positions,
+        sampler state and sampling generators (the same Generator objects) move to a new replay of k members."""
+        members = np.asarray(members, np.int64)
+        out = self._like([self.buffers[s].rng for s in members.tolist()])
+        out.load_state_dict(self._select_state(self.state_dict(), members))
+        return out
+
+    def _like(self, rngs: list[np.random.Generator]) -> MemberReplay:
+        """An empty replay with this one's settings for `len(rngs)` members."""
+        return MemberReplay(self.capacity, self.obs_dim, rngs, self.dtype)
+
+    def _select_state(self, state: dict[str, Any], members: np.ndarray) -> dict[str, Any]:
+        """`state_dict()` output cut down to `members`, renumbered 0..k-1."""
+        out = {"rng": [state["rng"][s] for s in members.tolist()]}
+        if "buffers" in state:
+            out["buffers"] = {str(i): state["buffers"][str(s)] for i, s in enumerate(members.tolist())}
+        return out
+
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore `state_dict()`; returns False when it held no buffers (they stay empty and refill)."""
         if len(state["rng"]) != self.members:

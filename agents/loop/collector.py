@@ -46,6 +46,10 @@ class VecEnvLike(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> bool: ...
 
+    def select_state(self, envs: np.ndarray) -> dict[str, Any]:
+        """The `state_dict` of an env of only the envs `envs: (k,)` (in order; whole groups of generators)."""
+        ...
+
 
 class Collector:
     """Runs the behaviour policy in S x E envs and stores what happens.
@@ -116,6 +120,25 @@ class Collector:
         self.episode_return[done] = 0.0
         self.episode_length[done] = 0
         return ended
+
+    def select(self, members: np.ndarray, agent: DQNAgent, replay: MemberReplay, env: VecEnvLike) -> Collector:
+        """A collector of only `members` (rows, in order), continuing exactly where they are: their envs' state and
+        generators, pending n-step windows and episode statistics move to `env` (built for them) and the new parts.
+
+        Args:
+            members: `(k,)` rows of the stacked agent, replay and envs to keep.
+            agent, replay: the parts already cut down to those members.
+            env: a fresh `k * E` env whose group i is member `members[i]`'s (its generators).
+        """
+        E = self._envs_per_member
+        envs = (np.asarray(members, np.int64)[:, None] * E + np.arange(E)).reshape(-1)  # their env slots, in order
+        out = Collector(env, agent, replay, self.windows.n_step, self.windows.gamma)
+        if getattr(self.env, "obs", None) is None:  # never reset (an engine about to load a state): nothing to carry
+            return out
+        out.load_state_dict({"episodes": self.episodes, "episode_return": self.episode_return[envs],
+                             "episode_length": self.episode_length[envs], "windows": self.windows.select_state(envs),
+                             "env": self.env.select_state(envs)})
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Episode statistics, the pending n-step windows and the environments' own state (their generators too)."""

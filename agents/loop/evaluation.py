@@ -114,38 +114,48 @@ class Evaluator(Callback):
         if crossed(steps_before, loop.env_steps, self.freq):
             self.run(loop)
 
+    def set_env(self, env: VecEnvLike) -> None:
+        """Evaluate on `env` from now on (the loop's live members changed: `episodes` envs per live member)."""
+        getattr(self.env, "close", lambda: None)()
+        self.env = env
+
     def run(self, loop: Any) -> list[EvalRow | None]:
         """Evaluate every active member now, update bests and solved steps, and emit `on_eval` per member.
+
+        The loop's agent holds the live members `loop.live` (row p is member `live[p]`), evaluated side by side on
+        `self.env`.
 
         Returns:
             Member s's row, None for a stopped member.
         """
         t0 = time.perf_counter()
         loop.sync_time()
-        first_seed = EVAL_SEED_OFFSET + self.seeds * 10_000_019 + self.n_evals * self.episodes  # (S,)
-        returns = evaluate(loop.agent, self.env, self.episodes, first_seed)  # (S, episodes)
+        live = loop.live
+        first_seed = EVAL_SEED_OFFSET + self.seeds[live] * 10_000_019 + self.n_evals * self.episodes  # (L,)
+        returns = evaluate(loop.agent, self.env, self.episodes, first_seed)  # (L, episodes)
         self.n_evals += 1
-        params = loop.agent.online.params
+        params = loop.agent.online.params  # row p: member live[p]
         if self.best_params is None:
-            self.best_params = {k: v.copy() for k, v in params.items()}
-        rows: list[EvalRow | None] = []
+            self.best_params = {k: np.zeros((len(self.seeds), *v.shape[1:]), v.dtype) for k, v in params.items()}
+            for k, v in params.items():
+                self.best_params[k][live] = v
+        rows: list[EvalRow | None] = [None] * len(self.seeds)
         seconds = round(loop.train_seconds, 4)
-        for s in range(len(self.seeds)):
+        for p, s in enumerate(live.tolist()):
             if not loop.active[s]:
-                rows.append(None)
                 continue
             self.member_evals[s] += 1
-            mean = float(returns[s].mean())
+            mean = float(returns[p].mean())
             is_best = mean > self.best_mean[s]
             if is_best:
                 self.best_mean[s], self.best_step[s] = mean, loop.env_steps
                 for k, v in params.items():
-                    self.best_params[k][s] = v[s]
+                    self.best_params[k][s] = v[p]
             solved = self.solve_threshold is not None and mean >= self.solve_threshold
             if solved and self.solved_at_step[s] is None and self.episodes >= MIN_SOLVE_EPISODES:
                 self.solved_at_step[s], self.solved_at_seconds[s] = loop.env_steps, seconds
-            rows.append(EvalRow(self.n_evals, loop.env_steps, mean, float(returns[s].std()), float(returns[s].min()),
-                                float(returns[s].max()), self.episodes, seconds, bool(is_best)))
+            rows[s] = EvalRow(self.n_evals, loop.env_steps, mean, float(returns[p].std()), float(returns[p].min()),
+                              float(returns[p].max()), self.episodes, seconds, bool(is_best))
         self.last = [row if row is not None else last for row, last in zip(rows, self.last, strict=True)]
         for s, row in enumerate(rows):  # saving best.npz counts as evaluation time, not training time
             if row is not None:

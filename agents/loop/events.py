@@ -7,7 +7,8 @@ callback with events that carry their figures, per member:
     on_step(loop, steps_before)                 after each vector step and its gradient steps; env_steps moved by E
     on_episode(loop, member, row: EpisodeRow)   a training episode of member `member` ended
     on_eval(loop, member, row: EvalRow)         member `member`'s greedy evaluation finished (emitted by the evaluator)
-    on_stopped(loop, member, reason)            member `member` stopped training (it diverged); the others go on
+    on_stopped(loop, member, reason)            member `member` stopped training (it diverged, or solved with
+                                                `stop_when_solved`); the others go on
     on_run_end(loop)                            `Engine.run` returns (finished, stopped, every member stopped)
 
 A callback is typed against `LoopView`, the few attributes it may read, never against the engine class, so any loop
@@ -97,12 +98,18 @@ class LoopView(Protocol):
     env_steps: int
     train_seconds: float
     active: np.ndarray
+    live: np.ndarray  # (L,) the members the stacked parts hold: row p of `agent` is member live[p]
     stopped: dict[int, str]
+    stopped_at: dict[int, tuple[int, int]]  # member -> (env steps, updates) when it stopped
     last_episode: list[EpisodeRow | None]
     evaluator: EvaluatorView
-    agent: Any
-    learner: Any  # `agents.loop.learner.Learner`: `last_metrics`, the figures of the last update per member
+    agent: Any  # the stacked agent of the live members
     stop: StopFlag
+
+    @property
+    def last_metrics(self) -> dict[str, np.ndarray]: ...  # (S,) per key: each member's last update's figures
+
+    def member_agent(self, s: int) -> Any: ...  # member s as an unstacked agent (`agents.algo.dqn.DQNAgent`)
 
     @property
     def epsilon(self) -> float: ...
@@ -129,7 +136,7 @@ class Callback:
         """After member `member`'s evaluation; when `row.is_best`, its parameters are the new best."""
 
     def on_stopped(self, loop: LoopView, member: int, reason: str) -> None:
-        """Member `member` stopped training (`reason` says what was not finite, and when)."""
+        """Member `member` stopped training (`reason` says why: what was not finite, or that it solved; and when)."""
 
     def on_run_end(self, loop: LoopView) -> None:
         """When `run` returns or raises."""

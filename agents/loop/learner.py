@@ -42,6 +42,14 @@ class Learner:
         self.seconds = {"sample": 0.0, "update": 0.0}
         self.last_metrics: dict[str, Any] = {}
 
+    def select(self, members: np.ndarray, agent: DQNAgent, replay: MemberReplay) -> Learner:
+        """A learner of only `members` (rows, in order) on the parts cut down to them; timings and the members'
+        last figures carry over."""
+        out = Learner(agent, replay, self.batch_size)
+        out.seconds = self.seconds
+        out.last_metrics = {k: v[members] for k, v in self.last_metrics.items()}
+        return out
+
     def ready(self) -> bool:
         """True once every active member's buffer holds at least one batch (a resume without replay refills)."""
         return len(self.replay) >= self.batch_size

@@ -55,7 +55,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         if f.name == "hidden_sizes":
             group.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
         elif f.type == "bool":
-            group.add_argument(flag, type=parse_bool, default=None, metavar="BOOL", help=help_text)
+            # `--dueling` alone means true; `--dueling false` (or true) says it outright
+            group.add_argument(flag, type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL",
+                               help=help_text)
         else:
             group.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None,
                                metavar=f.type.upper(), help=help_text)

@@ -170,7 +170,7 @@ class TensorBoardWriter(Callback):
         if self._last_sample is not None and seconds > self._last_sample[1]:
             speed = (steps - self._last_sample[0]) / (seconds - self._last_sample[1])
         self._last_sample = (steps, seconds)
-        metrics = loop.learner.last_metrics
+        metrics = loop.last_metrics
         for s in map(int, np.flatnonzero(loop.active)):
             writer = self.writers[s] or self._open(s)
             for key, tag in UPDATE_TAGS if metrics else ():

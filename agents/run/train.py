@@ -348,18 +348,20 @@ def _finish(engine: Engine, writer: FolderWriter | None, env_id: str, layout: st
             make_env: MakeEnv, bar: ProgressBar, plot: bool) -> dict[str, Any]:
     """Checkpoint, final models, final evaluation of final and best models, per-seed summaries, the aggregate.
 
-    A stopped (diverged) member keeps its best.npz but gets no final.npz, and the checkpoint holds its last good
-    state: the parameters it had before the update that diverged.
+    A diverged member keeps its best.npz but gets no final.npz, and the checkpoint holds its last good state: the
+    parameters it had before the update that diverged. A member stopped at its solving evaluation
+    (`stop_when_solved`) gets both, its final model being the one that solved.
     """
     cfg, S = engine.config, engine.n_members
+    finished = [bool(engine.active[s]) or s in engine.stopped_solved for s in range(S)]  # not diverged
     if writer is not None:
         writer.save_checkpoint(engine)
         for s in range(S):
-            if engine.active[s]:
+            if finished[s]:
                 writer.save_model(engine, s, writer.files[s].final)
     episodes = final_eval_episodes or cfg.eval_episodes
     final = best_model = None
-    if not engine.stop and engine.active.any():
+    if not engine.stop and any(finished):
         t0 = time.perf_counter()
         final, best_model = _final_evaluation(engine, episodes, make_env, bar)
         engine.evaluator.seconds += time.perf_counter() - t0
@@ -369,7 +371,7 @@ def _finish(engine: Engine, writer: FolderWriter | None, env_id: str, layout: st
     for s in range(S):
         summary = {"env_id": env_id, **engine.summary(s), "eval_episodes": cfg.eval_episodes,
                    "eval_freq": cfg.eval_freq, "solve_threshold": engine.solve_threshold}
-        usable = final is not None and engine.active[s]
+        usable = final is not None and finished[s]
         summary["final_eval_mean"] = float(final[s].mean()) if usable else None
         summary["final_eval_std"] = float(final[s].std()) if usable else None
         summary["final_eval_episodes"] = episodes if usable else None
@@ -379,7 +381,7 @@ def _finish(engine: Engine, writer: FolderWriter | None, env_id: str, layout: st
         summary.update(wall_seconds=wall, checkpoint_bytes=checkpoint_bytes, learning_curve=None,
                        out_dir=None if writer is None else str(writer.files[s].root))
         summaries.append(summary)
-    status = "interrupted" if engine.stop else ("completed" if engine.active.any() else "diverged")
+    status = "interrupted" if engine.stop else ("completed" if any(finished) else "diverged")
     aggregate = aggregate_seeds(summaries, np.random.default_rng(AGGREGATE_SEED))
     threshold = engine.solve_threshold
     if threshold is not None:
@@ -452,7 +454,7 @@ def _final_evaluation(engine: Engine, episodes: int, make_env: MakeEnv,
     Member s's episodes start from reset seeds `FINAL_EVAL_SEED + seeds[s] + i`: the same alone as in any batch;
     the best model is scored on the same episodes.
     """
-    S, agent = engine.n_members, engine.agent
+    S, agent = engine.n_members, engine.evaluation_agent()
     first = FINAL_EVAL_SEED + np.array(engine.seeds, np.int64)
     env = make_env(S * min(episodes, MAX_EVAL_ENVS), [np.random.default_rng(int(f)) for f in first])
     best = engine.evaluator.best_params

@@ -107,8 +107,9 @@ class FolderWriter(Callback):
 
     def save_model(self, loop: LoopView, member: int, path: Path) -> Path:
         """Member `member` as a model file (one seed, `agents.run.models`)."""
-        meta = {"env_id": self.env_id, "env_steps": loop.env_steps, "seed": loop.seeds[member]}
-        return save_agent(loop.agent.member(member), path, meta)
+        env_steps = loop.stopped_at[member][0] if member in loop.stopped_at else loop.env_steps
+        meta = {"env_id": self.env_id, "env_steps": env_steps, "seed": loop.seeds[member]}
+        return save_agent(loop.member_agent(member), path, meta)
 
     def wall_seconds(self) -> float:
         return self.wall_before + time.perf_counter() - self.t0

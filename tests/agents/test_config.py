@@ -18,7 +18,7 @@ from agents.config import DQNConfig, field_docs
 from agents.run.checkpoint import load_checkpoint, save_checkpoint
 
 FIELDS = [f.name for f in dataclasses.fields(DQNConfig)]
-BOOL_FIELDS = {"double_dqn", "dueling", "prioritized"}
+BOOL_FIELDS = {"double_dqn", "dueling", "prioritized", "stop_when_solved"}
 
 # (field, bad value, words the message must contain besides "DQNConfig.<field>" and repr(bad value))
 WRONG_TYPE = [
@@ -61,6 +61,7 @@ WRONG_TYPE = [
     ("epsilon_decay_steps", 1e4, ["an integer"]),
     ("eval_freq", 2.0, ["an integer"]),
     ("eval_episodes", None, ["an integer"]),
+    ("stop_when_solved", "yes", ["true or false"]),
 ]
 OUT_OF_RANGE = [
     ("hidden_sizes", (64, 0), ["positive integers"]),
@@ -119,7 +120,7 @@ def test_fields_and_their_order():
         "buffer_size", "learning_starts", "train_freq", "gradient_steps", "target_update_interval", "tau",
         "double_dqn", "dueling", "prioritized", "prioritized_alpha", "prioritized_beta", "prioritized_eps", "loss",
         "huber_delta", "max_grad_norm", "epsilon_start", "epsilon_end", "epsilon_decay_steps",
-        "eval_freq", "eval_episodes",
+        "eval_freq", "eval_episodes", "stop_when_solved",
     ]
 
 
@@ -304,7 +305,15 @@ def valid_configs(draw: st.DrawFn) -> DQNConfig:
         kwargs[field] = draw(finite_in(*bounds))
     for field, choices in CHOICE_FIELDS.items():
         kwargs[field] = draw(st.sampled_from(choices))
+    if kwargs["stop_when_solved"] and kwargs["eval_freq"] == 0:  # stopping when solved needs evaluations
+        kwargs["eval_freq"] = draw(st.integers(1, 10**9))
     return DQNConfig(**kwargs)
+
+
+def test_stop_when_solved_without_evaluations_is_refused():
+    with pytest.raises(ValueError, match=r"DQNConfig.stop_when_solved needs evaluations .*eval_freq=0"):
+        DQNConfig(stop_when_solved=True, eval_freq=0)
+    assert DQNConfig(stop_when_solved=True, eval_freq=1).stop_when_solved
 
 
 @settings(max_examples=60, deadline=None)

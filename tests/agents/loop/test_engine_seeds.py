@@ -100,7 +100,8 @@ def untimed_rows(rows: list) -> list:
 
 
 def member_params(engine: Engine, s: int) -> dict[str, np.ndarray]:
-    return {k: v[s] for k, v in engine.agent.online.params.items()}
+    """Member s's online parameters, whether it is live (a row of the parts) or has left them."""
+    return engine.member_agent(s).online.params
 
 
 def assert_params_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
@@ -352,23 +353,27 @@ def test_a_member_whose_env_turns_non_finite_is_frozen_and_its_checkpoint_loads(
     batch = Engine(make, _one_env_config(), [0, 1])
     batch.run(20)  # a NaN observation used to crash every member at the next act; now only member 1 stops
     assert not batch.active[1] and "non-finite" in batch.stopped[1] and batch.active[0]
-    frozen = {k: v[1].copy() for k, v in batch.agent.online.params.items()}
-    moments = {k: v[1].copy() for k, v in batch.agent.optimizer.state["m"].items()}
-    stored = len(batch.replay.buffers[1])
+    # it left the compute: the stacked parts hold member 0 alone
+    assert batch.live.tolist() == [0] and batch.agent.members == 1 and len(batch.replay.buffers) == 1
+    assert batch.env.n_envs == 1 and batch.evaluator.env.n_envs == 1
+    stopped = batch.member_agent(1)
+    frozen = {k: v.copy() for k, v in stopped.online.params.items()}
+    moments = {k: v.copy() for k, v in stopped.optimizer.state["m"].items()}
     batch.run(200)
     assert batch.env_steps == 200 and batch.agent.n_updates > 150
-    for k, v in batch.agent.online.params.items():  # a stopped member never changes again
-        np.testing.assert_array_equal(v[1], frozen[k])
-        np.testing.assert_array_equal(batch.agent.optimizer.state["m"][k][1], moments[k])
-        assert np.isfinite(v[0]).all()
-    assert len(batch.replay.buffers[1]) == stored  # nothing more stored for it, and nothing non-finite before
-    state = batch.replay.buffers[1].state_dict()
+    again = batch.member_agent(1)
+    for k, v in again.online.params.items():  # a stopped member never changes again
+        np.testing.assert_array_equal(v, frozen[k])
+        np.testing.assert_array_equal(again.optimizer.state["m"][k], moments[k])
+        assert np.isfinite(v).all() and np.isfinite(member_params(batch, 0)[k]).all()
+    state = batch.replay.buffers[0].state_dict()  # nothing non-finite was stored for the member that went on
     assert all(np.isfinite(state[k]).all() for k in ("obs", "rewards", "next_obs"))
     resumed = Engine(make, _one_env_config(), [0, 1])
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the envs restore exactly, NaN state included: no member starts afresh
+        warnings.simplefilter("error")  # the envs restore exactly: no member starts afresh
         assert resumed.load_state_dict(unflatten_state(*flatten_state(batch.state_dict()))) == []
-    assert resumed.stopped == batch.stopped and resumed.agent.frozen.tolist() == [False, True]
+    assert resumed.stopped == batch.stopped and resumed.live.tolist() == [0]
+    assert_params_equal(member_params(resumed, 1), frozen)
     batch.run(260)
     resumed.run(260)  # the member that went on is unaffected by the resume
     assert_params_equal(member_params(resumed, 0), member_params(batch, 0))
@@ -380,7 +385,7 @@ def test_a_stopped_member_with_a_small_buffer_does_not_hold_the_others_back():
 
     batch = Engine(make, _one_env_config(), [0, 1])
     batch.run(100)
-    assert batch.stopped and len(batch.replay.buffers[1]) < 8
+    assert batch.stopped and batch.stopped_at[1][0] < 8  # it stopped holding fewer transitions than a batch
     single = Engine(make_env, _one_env_config(), [0])
     single.run(100)
     assert batch.agent.n_updates == single.agent.n_updates > 80  # member 0 trains as it would alone
