@@ -6,12 +6,15 @@ ended), while `VecEnv.obs: (E, obs_dim)` already holds the first observation of 
 episode starts from a seed drawn from the Generator passed in, so a run is reproducible, and `state_dict` captures
 everything needed to continue it exactly.
 
-Two backends, chosen by `VecEnv`:
+The backends, chosen by `VecEnv` (the first three are NumPy vector kernels, taken by default where one exists):
 
 - "cartpole-vector": Gymnasium's NumPy `CartPoleVectorEnv` (one call steps all E envs). Its own autoreset (NEXT_STEP
   mode, one shared generator) is bypassed: ended slots are reset here, drawing exactly what `CartPoleEnv.reset(seed=s)`
   draws, so each episode matches a single `gym.make("CartPole-v1")` env reset with the same seed.
-- "sync": `SyncVectorEnv` with autoreset disabled, for every other environment; ended envs are reset with a mask.
+- "acrobot-numpy", "mountaincar-numpy": our own kernels for Acrobot-v1 and MountainCar-v0 (`envs.classic`), whose
+  trajectories equal those of single `gym.make` envs reset with the same seeds, bit for bit.
+- "sync": `SyncVectorEnv` with autoreset disabled, for every other environment (and for any env given wrappers,
+  kwargs its kernel does not implement, or `backend="gymnasium"`); ended envs are reset with a mask.
 """
 
 import warnings
@@ -21,6 +24,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 
+from envs.classic import KERNELS
 from envs.make import EnvError, _env_name, check_spaces, make_env, reward_threshold
 
 try:  # Gymnasium >= 1.0; without it every env takes the sync backend
@@ -31,6 +35,8 @@ except ImportError:  # pragma: no cover - depends on the installed Gymnasium
 BACKENDS = ("auto", "numpy", "gymnasium")
 """`VecEnv(backend=...)`: "auto" takes a NumPy vector kernel where one exists, else Gymnasium's synchronous vector env;
 "numpy" requires the kernel; "gymnasium" always takes the synchronous reference path."""
+KERNEL_IDS = ("CartPole-v1", *KERNELS)
+"""The env ids with a NumPy vector kernel (when built without wrappers and without kwargs the kernel lacks)."""
 _SEED_BOUND = 2**31
 """Episode seeds are drawn with `rng.integers(_SEED_BOUND, size=k)`."""
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -232,9 +238,12 @@ class VecEnv:
         wrappers: Gymnasium wrappers applied to each env, innermost first (test doubles, observation transforms);
             with any, every env takes the sync backend.
         backend: "auto" (the NumPy vector kernel where one exists, else sync), "numpy" (the kernel, or an EnvError
-            naming the env) or "gymnasium" (always sync: the reference path); see `BACKENDS`.
+            naming the env) or "gymnasium" (always sync: the reference path); see `BACKENDS`. Kernels exist for
+            the ids in `KERNEL_IDS`.
         **kwargs: Passed to the environment (e.g. `max_episode_steps=50`, or constructor arguments like `n_states=6`).
-            Build the VecEnv with the same `env_id`, `n_envs` and kwargs before `load_state_dict`.
+            The Acrobot and MountainCar kernels implement `max_episode_steps` (and MountainCar's `goal_velocity`);
+            with any other kwarg those envs take the sync backend. Build the VecEnv with the same `env_id`, `n_envs`,
+            kwargs and backend before `load_state_dict`.
 
     Attributes:
         name: The registered id.
@@ -242,7 +251,8 @@ class VecEnv:
         obs_dim: Observation length.
         n_actions: A; actions are `0, ..., A - 1`.
         reward_threshold: The return at which the env counts as solved, or None.
-        backend: "cartpole-vector" (Gymnasium's NumPy CartPole vector env) or "sync" (any other env).
+        backend: "cartpole-vector" (Gymnasium's NumPy CartPole vector env), "acrobot-numpy" or "mountaincar-numpy"
+            (our kernels, `envs.classic`) or "sync" (Gymnasium's `SyncVectorEnv`, any env).
         obs: (E, obs_dim) current observations, float32 (float64 for float64 or wide-integer observation spaces);
             None until `reset`. A fresh array after every `reset`/`step`.
         episode_seeds: (E,) int64 reset seed of each env's current episode.
@@ -292,10 +302,15 @@ class VecEnv:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         vector = None  # wrappers need the sync backend
         if not wrappers and backend != "gymnasium":
-            vector = _CartPoleBackend.create(env_id, self.n_envs, kwargs)
+            kernel = KERNELS.get(env_id)
+            vector = (kernel or _CartPoleBackend).create(env_id, self.n_envs, kwargs)
         if vector is None and backend == "numpy":
-            raise EnvError(f"env_backend 'numpy' has no vector kernel for {env_id!r} (it has one for CartPole-v1); "
-                           "use 'auto' or 'gymnasium'")
+            if env_id in KERNEL_IDS and (wrappers or kwargs):
+                unsupported = "wrappers" if wrappers else f"the arguments {sorted(kwargs)}"
+                raise EnvError(f"env_backend 'numpy': the vector kernel for {env_id!r} does not support "
+                               f"{unsupported}; use 'auto' or 'gymnasium'")
+            raise EnvError(f"env_backend 'numpy' has no vector kernel for {env_id!r} (kernels exist for "
+                           f"{', '.join(KERNEL_IDS)}); use 'auto' or 'gymnasium'")
         self._backend = vector or _SyncBackend.create(env_id, self.n_envs, kwargs, obs_dtype, wrappers)
         self.backend: str = self._backend.name
         self.obs: np.ndarray | None = None
@@ -382,8 +397,9 @@ class VecEnv:
         Returns:
             A flat dict. JSON-able: `name`, `n_envs`, `backend`, `captured` (True: the envs' own state is included),
             `rng` (the Generator's `bit_generator.state`, ints and strings for PCG64). Arrays: `obs` (E, obs_dim),
-            `episode_seeds` (E,) int64, and for "cartpole-vector" `state` (4, E) float64 and `steps` (E,) int64,
-            for "sync" `actions` (E, max_len) int64 and `lengths` (E,) int64 (each env's actions this episode).
+            `episode_seeds` (E,) int64, and for the NumPy kernels `state` (n_state, E) float64 (4 rows for CartPole
+            and Acrobot, 2 for MountainCar) and `steps` (E,) int64, for "sync" `actions` (E, max_len) int64 and
+            `lengths` (E,) int64 (each env's actions this episode).
 
         Raises:
             RuntimeError: If `reset` was never called.
@@ -406,8 +422,8 @@ class VecEnv:
         """Restore `rng` and every env from `state_dict()`, possibly of another VecEnv built the same way.
 
         Sync envs are reset with their episode seed and replay their logged actions; the result must equal the saved
-        `obs` exactly. If it does not (an env that is not deterministic given its seed), or the state was saved by the
-        other backend or without the envs' state, this warns in one line and starts fresh episodes with `reset()`.
+        `obs` exactly. If it does not (an env that is not deterministic given its seed), or the state was saved by
+        another backend or without the envs' state, this warns in one line and starts fresh episodes with `reset()`.
 
         Args:
             state: A dict from `state_dict`, possibly round-tripped through `np.savez`/`np.load` and JSON.

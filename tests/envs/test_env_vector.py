@@ -14,8 +14,8 @@ SEED_BOUND = 2**31
 # (env id, backend, kwargs): one of each backend, and the diagnostic env through sync
 CASES = [
     ("CartPole-v1", "cartpole-vector", {}),
-    ("Acrobot-v1", "sync", {}),
-    ("MountainCar-v0", "sync", {}),
+    ("Acrobot-v1", "acrobot-numpy", {}),
+    ("MountainCar-v0", "mountaincar-numpy", {}),
     ("dqn_np/Chain-v0", "sync", {}),
 ]
 CASE_IDS = [case[0] for case in CASES]
