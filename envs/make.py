@@ -62,11 +62,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
             f"'CartPole-v1' or one of the dqn_np diagnostic ids {', '.join(DIAGNOSTIC_IDS)}"
         ) from err
     except gym.error.DependencyNotInstalled as err:  # an optional extra: ours to name, in one line
-        known = next((pair for key, pair in EXTRAS.items() if key in str(err).lower()), None)
-        if known is None:
-            raise EnvError(f"cannot create env_id {env_id!r}: {str(err).splitlines()[0]}") from err
-        raise EnvError(f"env_id {env_id!r} needs {known[0]}, which is not installed: pip install -e "
-                       f"'.[{known[1]}]'") from err
+        raise missing_dependency(env_id, err, "create") from err
     except gym.error.Error as err:  # a malformed id, ...
         raise EnvError(f"cannot create env_id {env_id!r}: {err}") from err
     try:
@@ -78,6 +74,23 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
         env.action_space.seed(seed)
         env.observation_space.seed(seed)
     return env
+
+
+def missing_dependency(env_id: str, err: gym.error.DependencyNotInstalled, doing: str) -> EnvError:
+    """The one-line `EnvError` for Gymnasium's `DependencyNotInstalled`, naming the dqn-np extra that installs it.
+
+    Box2D is missing when `gym.make` imports a Box2D env; pygame only when an env first renders, so both
+    `make_env` and `envs.render` map the error here.
+
+    Args:
+        env_id: The environment that needed the package.
+        err: Gymnasium's error; a package of `EXTRAS` is recognised by name in its message.
+        doing: What failed, for an unknown package ("create", "render").
+    """
+    known = next((pair for key, pair in EXTRAS.items() if key in str(err).lower()), None)
+    if known is None:
+        return EnvError(f"cannot {doing} env_id {env_id!r}: {str(err).splitlines()[0]}")
+    return EnvError(f"env_id {env_id!r} needs {known[0]}, which is not installed: pip install -e '.[{known[1]}]'")
 
 
 def _env_name(env: gym.Env) -> str:

@@ -6,27 +6,40 @@ command gives the same numbers. The episodes run side by side in a vector enviro
 Every error (missing, corrupt, foreign or too-new file; unknown environment; a network that does not fit the
 environment) is one line on stderr and exit status 2.
 
+`--gif out.gif` then renders the first `--gif-episodes` of those episodes (episode i from `reset(seed + i)`, the
+same greedy actions, so the same returns) with `render_mode="rgb_array"` and writes them as an animated GIF, each
+frame captioned with its episode, step and running return (needs `pip install -e '.[render]'`; Box2D envs also
+`.[box2d]`). A missing package or an unusable path is refused before evaluating (exit 2, nothing written); a GIF that
+fails after the evaluation is one warning line, the results stay printed, and the exit status is 1.
+
 Usage:
     PYTHONPATH=. python scripts/evaluate.py runs/cartpole/best.npz [--episodes 100] [--seed 0] [--env-id ID] [--json]
+    PYTHONPATH=. python scripts/evaluate.py runs/cartpole --episodes 10 --gif cartpole.gif [--gif-episodes 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from agents.algo.dqn import DQNAgent
 from agents.loop.evaluation import evaluate
 from agents.run.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from agents.run.cli import OneLineParser, fail
+from agents.run.gif import MAX_FPS, MIN_FPS, check_gif_path, default_fps, pillow, write_gif
 from agents.run.models import agent_from_checkpoint
 from envs import EnvError, VecEnv
+from envs.render import open_render_env, render_episodes, render_fps
 
 PROG = "evaluate.py"
 DEFAULT_ENV_ID = "CartPole-v1"
 MAX_ENVS = 100  # episodes beyond this run in waves
+GIF_FPS = 25  # --gif-every's default keeps about this many frames per second of the env's own time
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,16 +49,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")
     parser.add_argument("--env-id", help=f"Gymnasium id; default: the file's env_id, else {DEFAULT_ENV_ID}")
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON line of the results")
+    gif = parser.add_argument_group("GIF of the agent (needs pip install -e '.[render]')")
+    gif.add_argument("--gif", type=Path, metavar="OUT.gif",
+                     help="after the evaluation, write its first --gif-episodes episodes as an animated GIF")
+    gif.add_argument("--gif-episodes", type=int, default=None, metavar="K",
+                     help="episodes in the GIF; episode i is the evaluation's episode i, seed + i (default 1)")
+    gif.add_argument("--gif-every", type=int, default=None, metavar="N",
+                     help=f"keep every N-th step of each episode, and always its last (default: the env's "
+                          f"render_fps / {GIF_FPS}, rounded, at least 1: 2 for CartPole and LunarLander, 1 for "
+                          "Acrobot and MountainCar)")
+    gif.add_argument("--gif-fps", type=float, default=None, metavar="F",
+                     help=f"frames per second, {MIN_FPS} to {MAX_FPS} (default: real time, render_fps / N); the "
+                          "last frame of each episode stays 1 s")
+    gif.add_argument("--gif-scale", type=float, default=None, metavar="S",
+                     help="downscale frames by S in (0, 1] (default 1: the env's render size)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
     if args.seed < 0:
         parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+    given = [f"--gif-{name}" for name in ("episodes", "every", "fps", "scale")
+             if getattr(args, f"gif_{name}") is not None]
+    if args.gif is None and given:
+        parser.error(f"{', '.join(given)} given without --gif OUT.gif")
+    checks = (("episodes", args.gif_episodes, args.gif_episodes is None or args.gif_episodes >= 1, "at least 1"),
+              ("every", args.gif_every, args.gif_every is None or args.gif_every >= 1, "at least 1"),
+              ("fps", args.gif_fps, args.gif_fps is None or MIN_FPS <= args.gif_fps <= MAX_FPS,
+               f"in [{MIN_FPS}, {MAX_FPS}]"),
+              ("scale", args.gif_scale, args.gif_scale is None or 0 < args.gif_scale <= 1, "in (0, 1]"))
+    for name, value, ok, want in checks:
+        if not ok:
+            parser.error(f"--gif-{name} must be {want}, got {value}")
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.gif is not None:  # refused before any work: a path that cannot be written, Pillow missing
+        try:
+            check_gif_path(args.gif)
+            pillow()
+        except ValueError as e:
+            fail(PROG, str(e))
     path = args.checkpoint
     if path.is_dir():
         seeds = sorted(p.name for p in path.glob("seed*") if (p / "best.npz").exists())
@@ -64,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(env_id, str):
             raise CheckpointError(f"{ckpt.path}: env_id in its metadata must be a string, got {env_id!r}")
         env = VecEnv(env_id, min(args.episodes, MAX_ENVS), np.random.default_rng(args.seed))
+        render_env = open_render_env(env_id) if args.gif is not None else None  # pygame, Box2D: refused here
     except (CheckpointError, EnvError) as e:
         fail(PROG, str(e))
     try:
@@ -78,6 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     mean, std = float(returns.mean()), float(returns.std())
     print(f"checkpoint {ckpt.path} on {env_id}, greedy, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(f"return {mean:.2f} ± {std:.2f} over {args.episodes} episodes (min {returns.min():g}, max {returns.max():g})")
+    status, gif = 0, None
+    if render_env is not None:
+        try:
+            gif = write_episodes_gif(args, agent, render_env, returns)
+        except Exception as e:  # an optional step after the results: one line, the results stand
+            print(f"{PROG}: warning: could not write the GIF {args.gif}: {type(e).__name__}: {e}", file=sys.stderr)
+            status = 1
+        finally:
+            render_env.close()
     if args.json:
         print(json.dumps({
             "checkpoint": str(ckpt.path),
@@ -89,8 +144,37 @@ def main(argv: list[str] | None = None) -> None:
             "min": float(returns.min()),
             "max": float(returns.max()),
             "returns": returns.tolist(),
+            **({"gif": gif} if args.gif is not None else {}),
         }))
+    return status
+
+
+def write_episodes_gif(args: argparse.Namespace, agent: DQNAgent, render_env: Any, returns: np.ndarray) -> dict:
+    """Render the evaluation's first `--gif-episodes` episodes with the same greedy actions and write the GIF.
+
+    Prints one line on the GIF, and a warning for an episode whose return differs from the evaluation's (the vector
+    env and the rendered env are two implementations of one environment: CartPole's vector kernel may differ from
+    the scalar one in the last bit of a cosine, which can flip a near-tie between two actions).
+    """
+    episodes = args.gif_episodes or 1
+    every = args.gif_every or max(1, round(render_fps(render_env) / GIF_FPS))
+    fps = args.gif_fps or default_fps(render_fps(render_env), every)
+
+    def greedy(obs: np.ndarray) -> int:  # the evaluation's action choice: argmax_a Q(obs, a)
+        return int(agent.greedy(obs[None])[0])
+
+    frames = render_episodes(render_env, greedy, episodes, args.seed, every)
+    gif = write_gif(args.gif, frames, fps, args.gif_scale or 1.0)
+    shown = [e["return"] for e in gif["episodes"]]
+    print(f"gif {gif['path']}: {episodes} episode(s), seeds {args.seed}..{args.seed + episodes - 1}, returns "
+          f"{', '.join(f'{r:g}' for r in shown)}; {gif['frames']} frames of {gif['width']}x{gif['height']} "
+          f"(every {every} step(s), {gif['frame_ms']} ms each), {gif['bytes'] / 1e3:.0f} kB")
+    for i, r in enumerate(shown[: len(returns)]):
+        if r != returns[i]:
+            print(f"{PROG}: warning: the GIF's episode {i} earned {r:g} but the evaluation's {returns[i]:g} (the "
+                  "rendered env and the vector env disagree in the last bits of their physics)", file=sys.stderr)
+    return {**gif, "every": every, "fps": fps, "seed": args.seed}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
