@@ -197,6 +197,29 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+"""The package's presets, one TOML file per environment: `<env_id>.toml` (see `preset_path`)."""
+
+
+def preset_path(env_id: str) -> Path | None:
+    """The package's preset for `env_id` (`agents/presets/<env_id>.toml`), or None if it has none."""
+    path = PRESET_DIR / f"{env_id}.toml"
+    return path if "/" not in env_id and path.is_file() else None
+
+
+def preset_names() -> list[str]:
+    """The env ids the package has a preset for."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def resolve_preset(env_id: str, preset: str | Path | Mapping[str, Any] | None) -> str | Path | Mapping[str, Any] | None:
+    """What `preset="default"` means for `env_id`: the package's preset if it has one, else None; "none": None;
+    anything else as given."""
+    if isinstance(preset, str) and preset in ("default", "none"):
+        return preset_path(env_id) if preset == "default" else None
+    return preset
+
+
 def config_for(env_id: str, overrides: Mapping[str, Any] | None = None,
                preset: str | Path | Mapping[str, Any] | None = None) -> DQNConfig:
     """The config a run of `env_id` trains with: the defaults, then the preset's fields, then `overrides`.
@@ -206,50 +229,84 @@ def config_for(env_id: str, overrides: Mapping[str, Any] | None = None,
     Args:
         env_id: the environment the run trains (a preset written for another is refused).
         overrides: `DQNConfig` fields set explicitly (e.g. by command-line flags); they win over the preset.
-        preset: None (the defaults), a mapping, or a TOML file: `DQNConfig` fields at the top level or under
-            `[config]`, and optionally `env_id` (must match) and a `[source]` table (where the values came from; it
-            is recorded, not read).
+        preset: None or "none" (the defaults), "default" (the package's preset for `env_id`, `preset_path`, if it
+            has one), a mapping, or a TOML file: `DQNConfig` fields at the top level or under `[config]`, and
+            optionally `env_id` (must match), `total_steps` (the budget the preset was verified with: read by
+            `preset_total_steps`) and a `[source]` table (where the values came from; it is recorded, not read).
 
     Raises:
         ValueError: an unknown field, a value out of range, a preset of another env id, or a file that is not TOML.
     """
     fields: dict[str, Any] = {}
+    preset = resolve_preset(env_id, preset)
     if preset is not None:
         fields.update(read_preset(preset, env_id))
     fields.update(overrides or {})
     names = {f.name for f in dataclasses.fields(DQNConfig)}
     unknown = sorted(set(fields) - names)
     if unknown:
-        raise ValueError(f"unknown DQNConfig field(s) {unknown}; known fields are {sorted(names)}")
+        where = f"{preset}: " if isinstance(preset, (str, Path)) else ""
+        raise ValueError(f"{where}unknown DQNConfig field(s) {unknown}; known fields are {sorted(names)}")
     if isinstance(fields.get("hidden_sizes"), list):
         fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
-    return DQNConfig(**fields)
+    try:
+        return DQNConfig(**fields)
+    except ValueError as e:
+        if isinstance(preset, (str, Path)) and set(fields) - set(overrides or {}):
+            raise ValueError(f"{preset}: {e}") from None
+        raise
+
+
+def _preset_data(preset: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The preset's top-level table and how to name it in messages."""
+    if isinstance(preset, Mapping):
+        return dict(preset), "preset"
+    path = Path(preset)
+    where = str(path)
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise ValueError(f"{where}: reading a TOML preset needs Python 3.11 or newer (tomllib)") from None
+    try:
+        return tomllib.loads(path.read_text()), where
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read the preset: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: not a TOML file ({e})") from None
 
 
 def read_preset(preset: str | Path | Mapping[str, Any], env_id: str) -> dict[str, Any]:
     """The `DQNConfig` fields of a preset (see `config_for`), checked against `env_id`."""
-    where = "preset"
-    if not isinstance(preset, Mapping):
-        path = Path(preset)
-        where = str(path)
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            raise ValueError(f"{where}: reading a TOML preset needs Python 3.11 or newer (tomllib)") from None
-        try:
-            preset = tomllib.loads(path.read_text())
-        except OSError as e:
-            raise ValueError(f"{where}: cannot read the preset: {e.strerror or e}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{where}: not a TOML file ({e})") from None
-    data = dict(preset)
+    data, where = _preset_data(preset)
     written_for = data.pop("env_id", None)
     if written_for is not None and written_for != env_id:
         raise ValueError(f"{where}: this preset is written for {written_for}, not {env_id}")
     data.pop("source", None)
+    data.pop("total_steps", None)
     table = data.pop("config", None)
     if table is not None:
         if not isinstance(table, Mapping):
             raise ValueError(f"{where}: [config] must be a table of DQNConfig fields, got {table!r}")
         data.update(table)
     return data
+
+
+def preset_total_steps(preset: str | Path | Mapping[str, Any] | None, env_id: str) -> int | None:
+    """The `total_steps` a preset states (after `resolve_preset`), or None."""
+    preset = resolve_preset(env_id, preset)
+    if preset is None:
+        return None
+    data, where = _preset_data(preset)
+    total = data.get("total_steps")
+    if total is not None and not (is_plain_int(total) and total >= 1):
+        raise ValueError(f"{where}: total_steps must be a positive integer, got {total!r}")
+    return total
+
+
+def preset_record(preset: str | Path | Mapping[str, Any] | None, env_id: str) -> dict[str, Any] | None:
+    """What a run's config.json says of its preset: `{"path", "source"}` (None: no preset)."""
+    preset = resolve_preset(env_id, preset)
+    if preset is None:
+        return None
+    data, where = _preset_data(preset)
+    return {"path": where, "source": data.get("source")}

@@ -7,13 +7,16 @@ what is allowed. Inside the packages, code that already holds checked values doe
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-MAX_SEED = 2**63 - 1
-"""Seeds are int64 (NumPy's `SeedSequence` takes any non-negative int, but the checkpoints store int64)."""
+MAX_SEED = 2**32 - 1
+"""Seeds are integers in [0, 2**32 - 1] (4,294,967,295): the evaluation episodes' reset seeds derived from a seed
+(`seed * 10_000_019 + ...`, `agents.loop.evaluation`) then stay well inside int64, the type checkpoints store."""
 
 
 def is_integer(value: Any) -> bool:
@@ -79,6 +82,30 @@ def real(name: str, value: Any, finite: bool = True) -> float:
     if finite and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
     return value
+
+
+def path_fits(path: str | Path, what: str) -> Path:
+    """`path` as a Path whose every name fits the file system (with room for the temporary suffix of an atomic
+    write), or a one-line ValueError naming the name that does not; checked before anything is written."""
+    path = Path(path)
+    name_max = 255  # the file system's limit where it can be asked (an existing folder on the way), else 255
+    for folder in path.parents:
+        try:
+            if folder.is_dir():
+                name_max = os.pathconf(folder, "PC_NAME_MAX")
+                break
+        except (OSError, ValueError):  # a name on the way too long to even look up
+            continue
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max - _TEMP_SUFFIX:
+            raise ValueError(f"{what} {path}: the name {part[:30]}... is {size} bytes long; this file "
+                             f"system allows {name_max}, less {_TEMP_SUFFIX} for the temporary file of a safe write")
+    return path
+
+
+_TEMP_SUFFIX = 32
+"""Bytes kept free in every file name for the suffix of an atomic write's temporary file."""
 
 
 def seeds(value: Sequence[Any], name: str = "seeds") -> list[int]:

@@ -400,6 +400,12 @@ class Engine:
                                  f"{self.live.tolist()}")
             self._select(live)  # a fresh engine: the rows of the state's live members, in order
         warnings = []
+        for where, agent_state in (("agent", state["agent"]), *((f"retired/{s}", r)
+                                                                 for s, r in state.get("retired", {}).items())):
+            missing = missing_agent_keys(self.agent, agent_state)
+            if missing:  # a checkpoint is complete or refused: a lost array would silently change the run
+                raise ValueError(f"the state's {where} lacks {len(missing)} array(s): {', '.join(missing[:6])}"
+                                 + (", ..." if len(missing) > 6 else ""))
         self.agent.load_state_dict(state["agent"])
         self._retired = {int(s): dict(agent_state) for s, agent_state in state.get("retired", {}).items()}
         if not self.replay.load_state_dict(state["replay"]):
@@ -433,6 +439,17 @@ class Engine:
             if self.active.any():
                 self._compact()
         return warnings
+
+
+def missing_agent_keys(agent: DQNAgent, state: dict[str, Any]) -> list[str]:
+    """The keys an agent state must hold and `state` lacks: both networks' parameters, the counters, the generator
+    state, and every optimizer slot in full once any of its arrays is there (Adam's m and v exist after a step)."""
+    names = list(agent.online.params)
+    need = ["agent.n_updates", "optim.t", "rng", *(f"{net}.{k}" for net in ("online", "target") for k in names)]
+    slots = {key.split(".")[1] for key in state if key.startswith("optim.") and key.count(".") >= 2}
+    if slots:
+        need += [f"optim.{slot}.{k}" for slot in sorted(set(agent.optimizer.slots) | slots) for k in names]
+    return [key for key in need if key not in state]
 
 
 def member_state(agent: DQNAgent, p: int) -> dict[str, Any]:

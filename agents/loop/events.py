@@ -64,10 +64,11 @@ class StopFlag:
     and the final evaluation: a signal that arrives at any moment is seen by whichever of them runs next.
     """
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "checkpoint")
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.checkpoint: str | None = None  # the last complete checkpoint written (for a second signal's message)
 
     def set(self, reason: str) -> None:
         """Ask to stop; the first reason given is kept."""

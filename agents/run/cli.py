@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agents.config import DQNConfig, config_for, field_docs
+from agents.config import DQNConfig, config_for, field_docs, preset_names, preset_record, preset_total_steps
 from agents.loop.events import StopFlag
 from agents.run.aggregate import format_aggregate
 from agents.run.checkpoint import CheckpointError, load_checkpoint
@@ -33,6 +33,7 @@ from agents.run.train import (
     stop_on_signals,
     train,
 )
+from agents.validate import MAX_SEED
 
 
 def parse_bool(text: str) -> bool:
@@ -137,19 +138,23 @@ def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argp
                              "input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (checkpoint saved)")
     if layout == "single":
         p.add_argument("--seed", type=int, default=None,
-                       help="seeds weights, exploration, replay sampling and resets (default: 0)")
+                       help=f"seeds weights, exploration, replay sampling and resets; 0 to {MAX_SEED} (default: 0)")
     else:
         p.add_argument("--seeds", default=None,
-                       help="seeds to train, as ranges and lists: 0-99, 0-9,12,20-29 (default: 0-9; with --resume, "
+                       help=f"seeds to train (each 0 to {MAX_SEED}), as ranges and lists: 0-99, 0-9,12,20-29 "
+                            "(default: 0-9; with --resume, "
                             "the batch's own, which you may repeat but not change)")
     p.add_argument("--env-id", default=None, help="Gymnasium env id (default: CartPole-v1)")
     p.add_argument("--env-backend", default="auto", choices=ENV_BACKENDS,
                    help="auto: a NumPy vector env where one exists; numpy: require it; gymnasium: Gymnasium's "
                         "synchronous vector env, the reference path (default: auto)")
     p.add_argument("--preset", default=None, metavar="FILE",
-                   help="a TOML file of DQNConfig fields to start from; explicit flags override it (default: none)")
+                   help="a TOML file of DQNConfig fields (and total_steps) to start from; explicit flags override it; "
+                        "none: DQNConfig's defaults (default: the package's preset for --env-id, agents/presets/"
+                        f"<env_id>.toml, which exists for {', '.join(preset_names()) or 'no env'})")
     p.add_argument("--total-steps", type=int, default=None,
-                   help=f"environment steps per seed (default: {DEFAULT_TOTAL_STEPS}; with --resume, the run's own)")
+                   help=f"environment steps per seed (default: the preset's total_steps, else {DEFAULT_TOTAL_STEPS}; "
+                        "with --resume, the run's own)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<env>-seed<seed>-<time>)" if
                    layout == "single" else "batch folder (default: runs/<env>-seeds<first>-<last>-<time>)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint")
@@ -192,8 +197,12 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
                          f"drop {', '.join('--' + f.replace('_', '-') for f in fixed_by_run)}")
     if args.resume and args.out:
         raise ValueError(f"--resume writes into the {what}'s own folder {args.resume}; drop --out {args.out}")
-    if seeds is not None and seeds[0] < 0:
-        raise ValueError(f"--seed must be >= 0, got {seeds[0]}")
+    if seeds is not None and layout == "single" and not 0 <= seeds[0] <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seeds[0]}")
+    if seeds is not None and seeds[-1] > MAX_SEED:  # parse_seeds gives them in order within each item
+        raise ValueError(f"--seeds must be integers from 0 to {MAX_SEED}, got {max(seeds)}")
+    if args.env_id is not None and not args.env_id.strip():
+        raise ValueError(f"--env-id must name a Gymnasium environment (e.g. CartPole-v1), got {args.env_id!r}")
     if args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if args.final_eval_episodes is not None and args.final_eval_episodes < 1:
@@ -205,12 +214,15 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
     if args.resume:  # the run's own environment, and its own total unless told otherwise (train reads both)
         return None, "", seeds, args.total_steps, args.resume
     seeds = seeds or ([0] if layout == "single" else list(range(10)))
-    env_id = args.env_id or "CartPole-v1"
-    config = config_for(env_id, overrides, args.preset)
+    env_id = args.env_id if args.env_id is not None else "CartPole-v1"
+    preset = args.preset if args.preset is not None else "default"
+    config = config_for(env_id, overrides, preset)
     env_facts(env_id, args.env_backend)  # fail early on unknown ids, unsupported spaces and backends
     name = f"seed{seeds[0]}" if layout == "single" else f"seeds{seeds[0]}-{seeds[-1]}"
     out = args.out or Path("runs") / f"{env_id.replace('/', '_')}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    return config, env_id, seeds, args.total_steps or DEFAULT_TOTAL_STEPS, out
+    total = args.total_steps or preset_total_steps(preset, env_id) or DEFAULT_TOTAL_STEPS
+    args.preset_record = preset_record(preset, env_id)
+    return config, env_id, seeds, total, out
 
 
 def main(argv: list[str] | None, layout: str, prog: str, doc: str, early_signals: list[int] = ()) -> int:
@@ -232,7 +244,8 @@ def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFl
         result = train(config, env_id, seeds, out, total, layout=layout, resume=bool(args.resume),
                        save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
                        final_eval_episodes=args.final_eval_episodes, progress=not args.no_progress, stop=stop,
-                       plot=True, notify=print, env_backend=args.env_backend, tensorboard=args.tensorboard)
+                       plot=True, notify=print, env_backend=args.env_backend, tensorboard=args.tensorboard,
+                       preset=getattr(args, "preset_record", None))
     except (ValueError, CheckpointError) as e:  # EnvError and RunFolderError are ValueErrors
         fail(prog, str(e))
     except OSError as e:  # a file of the run could not be written: not a usage error
@@ -276,7 +289,7 @@ def _write_error(e: OSError, root: Path | None, layout: str) -> str:
     files = RunFiles(root)
     try:
         step = load_checkpoint(files.checkpoint).meta.get("env_steps")
-    except CheckpointError:
+    except (CheckpointError, OSError):
         return f"{what}; {files.root} holds no loadable checkpoint to resume"
     return (f"{what}; the last checkpoint (step {step}) is intact: make room, then resume with "
             f"{COMMANDS[layout]} --resume {files.root}")
@@ -286,6 +299,8 @@ def report_single(summary: dict, root: Path, no_replay: bool) -> str:
     """The closing lines of a single run: speed, whether and when it solved, best and final evaluations, files."""
     if summary["solved"]:
         solved = f"solved at step {summary['solved_at_step']} after {summary['solved_at_seconds']:.1f} s of training"
+        if summary.get("stopped_solved"):
+            solved += " (and stopped there: stop_when_solved)"
     elif summary["solve_threshold"] is None:
         solved = f"never counted as solved ({summary['env_id']} has no reward threshold)"
     elif summary["eval_episodes"] < 20:
@@ -309,7 +324,15 @@ def report_single(summary: dict, root: Path, no_replay: bool) -> str:
 
 def report_batch(result: dict, root: Path) -> str:
     """The closing lines of a batch: time, seeds solved with their interval, scores, steps to solve, files."""
-    return (f"{result['env_id']}: {result['n_seeds']} seeds x {result['env_steps']} steps in "
+    notes = []
+    if result["env_steps"] != result["total_steps"]:
+        notes.append(f"the loop ran {result['env_steps']}")
+    if result.get("stopped_solved"):
+        notes.append(f"{len(result['stopped_solved'])} stopped when they solved")
+    if result["stopped"]:
+        notes.append(f"{len(result['stopped'])} diverged")
+    steps = f"{result['total_steps']} steps" + (f" ({'; '.join(notes)})" if notes else "")
+    return (f"{result['env_id']}: {result['n_seeds']} seeds x {steps} in "
             f"{result['train_seconds']:.1f} s (+{result['eval_seconds']:.1f} s evaluating)\n"
             f"{format_aggregate(result['aggregate'])}\n"
             f"files in {root} (per seed: {root}/seed<k>/; aggregate.json, aggregate.png)")

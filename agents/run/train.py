@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +46,7 @@ from agents.run.plots import plot_learning_curve
 from agents.run.stats import aggregate_seeds, plot_aggregate
 from agents.run.tensorboard import TensorBoardWriter, check_tensorboard, member_dirs
 from agents.run.writer import CsvLog, FolderWriter
-from agents.validate import optional_positive_int, seed
+from agents.validate import optional_positive_int, path_fits, seed
 from agents.validate import seeds as check_seeds
 
 FINAL_EVAL_SEED = 2_000_000_000  # the final evaluation's episodes start from reset seed FINAL_EVAL_SEED + seed
@@ -64,12 +65,20 @@ def stop_on_signals(stop: StopFlag | None = None) -> Iterator[StopFlag]:
     """While active, SIGINT and SIGTERM set `stop` (yielded; a new flag by default) instead of interrupting Python.
 
     Whatever runs then (setup, training, the final evaluation, saving, plotting) finishes its step or its file and
-    sees the flag: the loop ends after the current step, the final evaluation after its current vector step.
+    sees the flag: the loop ends after the current step, the final evaluation after its current vector step. A
+    second signal does not wait: the process exits at once (status 130 / 143), saying which checkpoint is the last
+    complete one (every file is written atomically, so the folder still resumes from it).
     """
     stop = StopFlag() if stop is None else stop
 
     def request_stop(signum: int, _frame: Any) -> None:
-        stop.set(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.reason in SIGNAL_EXIT:  # the second signal: leave now
+            where = (f"the last complete checkpoint is {stop.checkpoint}" if stop.checkpoint else
+                     "no checkpoint was written in this session")
+            os.write(2, f"second {name}: exiting now without waiting; {where}\n".encode())
+            os._exit(SIGNAL_EXIT[name])
+        stop.set(name)
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -136,6 +145,7 @@ def train(
     make_env: MakeEnv | None = None,
     env_backend: str = "auto",
     tensorboard: str | Path | None = None,
+    preset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one DQN run per seed, all in one process (the engine's S members), and aggregate them.
 
@@ -170,6 +180,8 @@ def train(
             run: the folder itself; a batch: `seed<k>/` in it), with tensorboardX (`agents.run.tensorboard`); None:
             off. Not part of the run: a resume writes them only when given it again (the same folder continues the
             curves without doubling them).
+        preset: what `config.json` records of the preset the config was built from (`agents.config.preset_record`:
+            its path and `[source]`); None: none (or not known).
 
     Returns:
         `{"status", "env_id", "seeds", "total_steps", "summaries": [one per seed], "aggregate", "phase_seconds",
@@ -188,7 +200,7 @@ def train(
         engine, writer, lock, total_steps, env_id, warnings = _build(
             config, env_id, seeds, out_dir, total_steps, layout, resume, save_replay, checkpoint_every,
             make_env or (None if resume else make_vec_env(env_id, env_backend)), env_backend, stop,
-            notify or (lambda _notice: None), tensorboard)
+            notify or (lambda _notice: None), tensorboard, preset)
         try:
             bar = ProgressBar(total_steps, enabled=progress)
             engine.callbacks.extend([bar, *callbacks])
@@ -210,7 +222,7 @@ def train(
 
 
 def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_replay, checkpoint_every, make_env,
-           env_backend, stop, notify, tensorboard):
+           env_backend, stop, notify, tensorboard, preset):
     """The engine (fresh or resumed) with its TensorBoard writer if asked, its folder writer and the folder's lock,
     after every check.
 
@@ -220,7 +232,9 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
     total_steps = optional_positive_int("total_steps", total_steps)
     if layout not in COMMANDS:
         raise ValueError(f"layout must be 'single' or 'batch', got {layout!r}")
-    root = Path(out_dir) if out_dir is not None else None
+    root = path_fits(out_dir, "the run folder") if out_dir is not None else None
+    if tensorboard is not None:
+        path_fits(tensorboard, "--tensorboard")
     if resume and root is None:
         raise ValueError("resume needs the run folder (out_dir)")
     if seeds is not None:
@@ -244,6 +258,8 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
         elif not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
         total_steps = DEFAULT_TOTAL_STEPS if total_steps is None else total_steps
+        if not resume:
+            _check_budget(config, total_steps, notify)
         engine = Engine(make_env, config, seeds, stop=stop)  # refuses buffers too large
         if save_replay and root is not None:  # numpy has not touched the buffers' pages yet: nothing is used
             need = MemberReplay.nbytes_for(len(seeds), config.buffer_size, engine.env.obs_dim, config.dtype)
@@ -280,23 +296,53 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
                 writer.wall_before = float(ckpt.meta.get("wall_seconds", 0.0))
                 writer.trim(engine.episodes, engine.evaluator.member_evals)  # rows after the checkpoint come again
             config_json = json.loads(engine.config.to_json())
+            if preset is None and ckpt is not None:  # a resume keeps what the run's config.json says of its preset
+                preset = _recorded_preset(root / "config.json")
             if layout == "batch":
                 atomic_write_text(root / "config.json", json.dumps(
-                    {"env_id": env_id, "seeds": engine.seeds, "total_steps": total_steps, "config": config_json},
-                    indent=2) + "\n")
+                    {"env_id": env_id, "seeds": engine.seeds, "total_steps": total_steps, "config": config_json,
+                     "preset": preset}, indent=2) + "\n")
             for k, files in zip(engine.seeds, member_files, strict=True):
                 extra = {"batch": str(root)} if layout == "batch" else {}
                 atomic_write_text(files.config, json.dumps(
-                    {"env_id": env_id, "seed": k, "total_steps": total_steps, "config": config_json, **extra},
-                    indent=2) + "\n")
+                    {"env_id": env_id, "seed": k, "total_steps": total_steps, "config": config_json,
+                     "preset": preset, **extra}, indent=2) + "\n")
     except BaseException:
         if lock is not None:
             lock.release(undo=True)
         remove_folders(created)
         raise
     if ckpt is not None and own_total:
-        notify(f"resuming {root} from step {engine.env_steps} to its total of {total_steps} steps")
+        if engine.env_steps >= total_steps:  # it reached its budget (rounded up to whole vector steps) before
+            notify(f"{root} reached its total of {total_steps} steps (at step {engine.env_steps}): finishing it")
+        else:
+            notify(f"resuming {root} from step {engine.env_steps} to its total of {total_steps} steps")
     return engine, writer, lock, total_steps, env_id, warnings
+
+
+def _check_budget(config: DQNConfig, total_steps: int, notify: Callable[[str], None]) -> None:
+    """Refuse a budget that leaves no gradient step; say up front when it is rounded up to whole vector steps."""
+    E = config.n_envs
+    taken = -(-total_steps // E) * E  # the loop ends on the first multiple of E at or past the budget
+    if total_steps < E:
+        raise ValueError(f"n_envs {E} is more than total_steps {total_steps}: one step of every env would already "
+                         f"overshoot the budget; use n_envs <= {total_steps}")
+    if taken < max(config.learning_starts, config.train_freq):
+        raise ValueError(f"total_steps {total_steps} leaves no gradient step: learning starts after "
+                         f"{config.learning_starts} steps and trains every {config.train_freq}; use total_steps >= "
+                         f"{max(config.learning_starts, config.train_freq)}")
+    if taken != total_steps:
+        notify(f"each seed takes {taken} steps: total_steps {total_steps} rounded up to whole vector steps of "
+               f"n_envs {E}")
+
+
+def _recorded_preset(path: Path) -> dict[str, Any] | None:
+    """The `preset` a run's config.json records (None if it records none, or cannot be read)."""
+    try:
+        recorded = json.loads(path.read_text()).get("preset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def _seed_list(seeds: list[int]) -> str:
@@ -337,9 +383,10 @@ def _resumable(ckpt_path: Path, env_id: str, total_steps: int | None, layout: st
     if env_id and env_id != run_env:
         raise CheckpointError(f"{ckpt.path}: this run trains {run_env}, not {env_id}")
     taken = int(ckpt.meta["env_steps"])
-    if total_steps is None:
+    if total_steps is None:  # the run's own budget: a run that reached it resumes to finish (evaluation, files)
         total_steps = int(ckpt.meta.get("total_steps") or DEFAULT_TOTAL_STEPS)
-    if total_steps < taken:
+    E = ckpt.config.n_envs
+    if -(-total_steps // E) * E < taken:  # a budget the run already passed, even rounded up to whole vector steps
         raise ValueError(f"--total-steps {total_steps} is below the {taken} steps this run has already taken")
     return ckpt, run_env, total_steps
 
@@ -396,7 +443,8 @@ def _finish(engine: Engine, writer: FolderWriter | None, env_id: str, layout: st
         "phase_seconds": {k: round(v, 4) for k, v in engine.seconds.items() if k != "train"},
         "wall_seconds": wall, "checkpoint_bytes": checkpoint_bytes,
         "n_solved": aggregate["fraction_solved"]["solved"],
-        "stopped": {str(engine.seeds[s]): r for s, r in engine.stopped.items()},
+        "stopped": {str(engine.seeds[s]): r for s, r in engine.stopped.items() if s not in engine.stopped_solved},
+        "stopped_solved": [engine.seeds[s] for s in sorted(engine.stopped_solved)],
         "interrupted": engine.stop.reason, "aggregate": aggregate, "summaries": summaries,
         "aggregate_plot": None, "out_dir": None if writer is None else str(writer.checkpoint.parent),
         "warnings": [], "_plot": plot and status == "completed", "_threshold": threshold,

@@ -38,6 +38,15 @@ class CsvLog:
             rows = list(csv.reader(f))
         if not rows or tuple(rows[0]) != self.fields:
             raise CheckpointError(f"{self.path}: not a log written by this run (header {rows[:1]})")
+        # the rows the checkpoint counts must all be there, numbered 1..n in the first column: a log with rows cut
+        # or lost disagrees with the checkpoint, and a resume would leave a hole in it
+        kept = rows[1:1 + n_rows]
+        gap = next((i for i, row in enumerate(kept) if not row or row[0] != str(i + 1)), None)
+        if len(kept) < n_rows or gap is not None:
+            where = f"row {gap + 2} should be {self.fields[0]} {gap + 1}" if gap is not None else \
+                f"it holds {len(kept)} of them"
+            raise CheckpointError(f"{self.path}: the checkpoint counts {n_rows} rows of this log but {where}; the log "
+                                  "was cut or edited since: restore it, or start a new run")
         with atomic_open(self.path, "w") as f:
             csv.writer(f).writerows(rows[: 1 + n_rows])
         self._file = open(self.path, "a", newline="")  # noqa: SIM115
@@ -119,7 +128,9 @@ class FolderWriter(Callback):
         arrays, meta = flatten_state(loop.state_dict(include_replay=self.save_replay))
         meta.update(kind="engine", layout=self.layout, env_id=self.env_id, wall_seconds=self.wall_seconds(),
                     total_steps=self.total_steps)
-        return save_checkpoint(self.checkpoint, loop.config, loop.env.obs_dim, loop.env.n_actions, arrays, meta)
+        path = save_checkpoint(self.checkpoint, loop.config, loop.env.obs_dim, loop.env.n_actions, arrays, meta)
+        loop.stop.checkpoint = f"{path} (step {loop.env_steps})"  # what a second Ctrl-C names
+        return path
 
     def trim(self, episodes: Sequence[int], evals: Sequence[int]) -> None:
         """Drop the log rows written after the checkpoint a run resumes from (they come again)."""

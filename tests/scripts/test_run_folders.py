@@ -264,7 +264,7 @@ def test_an_out_that_cannot_be_used_is_one_line_and_creates_nothing(tmp_path: Pa
             out, reason = {
                 "a file": (tmp_path / "notes.txt", "it is a file, not a folder"),
                 "under a file": (tmp_path / "notes.txt" / "run", f"{tmp_path / 'notes.txt'} is not a folder"),
-                "name too long": (tmp_path / "a" / "b" / ("x" * 300), "File name too long"),
+                "name too long": (tmp_path / "a" / "b" / ("x" * 300), "is 300 bytes long; this file system allows"),
             }[case]
         before = snapshot(tmp_path)
         one_line(run("--total-steps", "300", *TINY, "--out", str(out)), 2, str(out), reason)
@@ -400,6 +400,6 @@ def test_help_shows_the_defaults_of_the_run_options() -> None:
     text = " ".join(proc.stdout.split())
     assert "only at the end (default: 10000)" in text
     assert "episodes of the final evaluation of each seed's final and best model (default: --eval-episodes)" in text
-    assert "(default: 50000; with --resume, the run's own)" in text
+    assert "(default: the preset's total_steps, else 50000; with --resume, the run's own)" in text
     assert "exit status: 0 done; 1 every seed diverged" in text
 

@@ -238,9 +238,10 @@ def test_stop_on_signals_sets_the_flag_and_restores_handlers_on_exit() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with stop_on_signals() as stop:
         assert not stop
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGINT)  # the first reason is kept
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal would exit at once (tests/scripts/test_clean_paths.py)
     assert stop.reason == "SIGTERM" and stop
+    stop.set("SIGINT")  # the first reason is kept
+    assert stop.reason == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) == before
 
 
@@ -349,11 +350,12 @@ def test_the_folders_of_both_layouts_and_a_seed_in_a_batch_is_its_single_run(tmp
 
     config = json.loads(FOLDER_CONFIG.to_json())
     assert json.loads((tmp_path / "single" / "config.json").read_text()) == {
-        "env_id": ENV_ID, "seed": 1, "total_steps": 400, "config": config}
+        "env_id": ENV_ID, "seed": 1, "total_steps": 400, "config": config, "preset": None}
     assert json.loads((tmp_path / "batch" / "seed1" / "config.json").read_text()) == {
-        "env_id": ENV_ID, "seed": 1, "total_steps": 400, "config": config, "batch": str(tmp_path / "batch")}
+        "env_id": ENV_ID, "seed": 1, "total_steps": 400, "config": config, "preset": None,
+        "batch": str(tmp_path / "batch")}
     assert json.loads((tmp_path / "batch" / "config.json").read_text()) == {
-        "env_id": ENV_ID, "seeds": [0, 1], "total_steps": 400, "config": config}
+        "env_id": ENV_ID, "seeds": [0, 1], "total_steps": 400, "config": config, "preset": None}
 
 
 @pytest.mark.parametrize("layout", ["single", "batch"])
@@ -507,15 +509,16 @@ def test_a_stop_before_training_ends_with_a_resumable_step_0_run(tmp_path: Path)
 
 
 class SignalOnStep(gym.Wrapper):
-    """Sends `signum` to this process on its first step."""
+    """Sends `signum` to this process once, on the first step of any env wrapped with the same `sent` list (one
+    signal, as a user's Ctrl-C: a second one would exit the process at once)."""
 
-    def __init__(self, env: gym.Env, signum: int) -> None:
+    def __init__(self, env: gym.Env, signum: int, sent: list) -> None:
         super().__init__(env)
-        self.signum, self.sent = signum, False
+        self.signum, self.sent = signum, sent
 
     def step(self, action):
         if not self.sent:
-            self.sent = True
+            self.sent.append(True)
             os.kill(os.getpid(), self.signum)
         return self.env.step(action)
 
@@ -524,9 +527,12 @@ class SignalOnStep(gym.Wrapper):
 def test_signal_during_the_final_evaluation_makes_the_run_interrupted(tmp_path: Path, signum: int) -> None:
     episodes = 5000
 
+    sent: list = []
+
     def make_env(n_envs: int, rngs: list[np.random.Generator]) -> envs.VecEnv:  # only the final evaluation signals
         final = n_envs == 100
-        return envs.VecEnv(ENV_ID, n_envs, rngs, wrappers=(lambda env: SignalOnStep(env, signum),) if final else ())
+        return envs.VecEnv(ENV_ID, n_envs, rngs,
+                           wrappers=(lambda env: SignalOnStep(env, signum, sent),) if final else ())
 
     summary = _train(tmp_path, 300, final_eval_episodes=episodes, handle_signals=True, make_env=make_env)
     assert summary["status"] == "interrupted" and summary["interrupted"] == signal.Signals(signum).name
