@@ -526,7 +526,7 @@ def test_buffers_that_fit_but_not_twice_are_refused_as_a_single_run_is(tmp_path:
     buffer_size = int(0.7 * available / per_transition)  # fits once, not with its checkpoint copy
     out = tmp_path / "batch"
     need = 2 * MemberReplay.nbytes_for(1, buffer_size, 4, "float32")
-    one_line(run(*TINY, "--seeds", "0", "--buffer-size", str(buffer_size), "--total-steps", "8", "--out", str(out)),
+    one_line(run(*TINY, "--seeds", "0", "--buffer-size", str(buffer_size), "--total-steps", "400", "--out", str(out)),
              f"{need} bytes", "checkpoint")
     assert not out.exists()
 
@@ -538,3 +538,37 @@ def test_a_fresh_run_into_the_other_commands_folder_names_that_command(batch01, 
              "python scripts/train_cartpole.py --resume", str(single))
     one_line(run(*TINY, "--total-steps", "400", "--out", str(batch01), script=SINGLE_SCRIPT),
              "python scripts/train_seeds.py --resume", str(batch01), prog="train_cartpole.py")
+
+
+# --- 8: --workers: the seeds split across a local Dask cluster ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_workers_give_one_batch_folder_whose_seeds_are_the_one_process_runs(tmp_path: Path) -> None:
+    out = tmp_path / "batch"
+    proc = ok(*TINY, "--seeds", "0-2", "--total-steps", "1000", "--workers", "2", "--out", str(out))
+    assert "Dask: local cluster of 2 worker processes" in proc.stdout and "parts:" in proc.stdout
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"seed0", "seed1", "seed2", "parts"}
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["part0", "part1"]
+    alone = train(CONFIG, "CartPole-v1", [0, 1, 2], None, 1000)
+    keys = ("seed", "best_eval_mean", "best_eval_step", "final_eval_mean", "solved_at_step", "updates")
+    for k, single in zip((0, 1, 2), alone["summaries"], strict=True):
+        summary = load_json(out / f"seed{k}" / "summary.json")
+        assert {key: summary[key] for key in keys} == {key: single[key] for key in keys}
+        assert summary["out_dir"] == str(out / f"seed{k}")
+    assert without_clock(load_json(out / "aggregate.json")) == without_clock(alone["aggregate"])
+    evaluated = run(str(out / "seed1"), "--episodes", "2", script="scripts/evaluate.py")
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--workers", "0"], ["--workers must be >= 1, got 0"]),
+    (["--workers", "two"], ["--workers must be an integer >= 1, got 'two'"]),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], ["not both"]),
+    (["--workers", "2", "--tensorboard", "tb"], ["--tensorboard is not available with --workers"]),
+], ids=["workers 0", "workers two", "workers and scheduler", "tensorboard"])
+def test_bad_workers_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str],
+                                                                 fragments: list[str]) -> None:
+    out = tmp_path / "batch"
+    one_line(run(*TINY, "--seeds", "0-1", "--total-steps", "400", *args, "--out", str(out)), *fragments)
+    assert not out.exists()
