@@ -11,31 +11,44 @@ Three parts, all drawn from `numpy.random.default_rng(--seed)`:
        delta1 = (delta2 @ W2) * (z1 > 0)
        dW1 = delta1.T @ x        db1 = delta1.sum(axis=0)
 
-   With `--hidden 4 4` the middle line repeats once per extra hidden layer (delta3 -> delta2 -> delta1).
+   With `--hidden-sizes 4 4` the middle line repeats once per extra hidden layer (delta3 -> delta2 -> delta1).
 2. The warm-up check: nudge W1[0, 0] by +-eps and compare (L(+) - L(-)) / (2 eps) with the analytic dW1[0, 0].
 3. Full-batch gradient descent on a small regression task, printing the loss every 20 steps; or, with
-   `--compare-losses`, MSE and MAE trained from the same initial weights on the same data.
+   `--compare-losses`, MSE and MAE trained from the same initial weights on the same data. A learning rate too
+   large for the task makes the loss explode; the demo stops at the first step whose loss is not finite or above
+   `DIVERGED_FACTOR` times its start, says so in two lines (with the range of rates that suit this task), and exits
+   with status 1: the training asked for did not happen. A loss that only ends above its start gets one note.
 
 With `--bug NAME` the script does none of that: it plants one classic backprop bug in its own copy of the backward
 pass (`explicit_backward`; the library is never changed), gradient-checks it next to `mlp.backward` on a batch of 8,
 explains the error pattern and exits 1 when the bug is caught. `--bug list` names the bugs.
 
-Run: `PYTHONPATH=. python scripts/backprop_demo.py [--seed 0] [--loss mse|mae|huber] [--hidden 4 4] [--lr 0.1]`
-or `PYTHONPATH=. python scripts/backprop_demo.py --bug delta2-sign|relu-ge|sum-not-mean|transposed-dW [--seed 0]`.
+Run: `PYTHONPATH=. python scripts/backprop_demo.py [--seed 0] [--loss mse|mae|huber] [--hidden-sizes 4 4]
+[--learning-rate 0.1]` or `PYTHONPATH=. python scripts/backprop_demo.py --bug delta2-sign|relu-ge|sum-not-mean|
+transposed-dW [--seed 0]`. The flags are the training commands' names for the same things (`--hidden-sizes`,
+`--learning-rate`).
+
+Exit status: 0 the lesson ran (with --bug: the check missed the bug); 1 the training diverged, or (--bug) the check
+caught the planted bug; 2 bad input (one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from agents.run.cli import OneLineParser
+from agents.validate import MAX_SEED
 from dqn_np import MLP, SGD, huber, mae, mse
 from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, format_report
 
 N_IN, N_OUT = 3, 2
+DIVERGED_FACTOR = 100.0  # a loss this many times its start (or not finite) has diverged
+GOOD_LEARNING_RATES = "0.01 to 0.5"  # full-batch SGD on this task: 0.1 (the default) halves the loss fast; 1 grows it
+MAX_WIDTH, MAX_DEPTH, MAX_STEPS = 4096, 8, 100_000  # a lesson's sizes: printed in full, and quick
 LOSSES: dict[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]] = {
     "mse": mse,
     "mae": mae,
@@ -171,25 +184,52 @@ def make_task(rng: np.random.Generator, n: int = 64) -> tuple[np.ndarray, np.nda
     return x, y
 
 
+class DivergedError(Exception):
+    """The training loss exploded: `step` is the first step whose loss is not finite or above `DIVERGED_FACTOR`
+    times its start; `start` and `value` are the losses at step 0 and there (`value` inf when not finite)."""
+
+    def __init__(self, loss: str, lr: float, step: int, start: float, value: float) -> None:
+        super().__init__(f"{loss} loss diverged at step {step}")
+        self.loss, self.lr, self.step, self.start, self.value = loss, lr, step, start, value
+
+    def explain(self) -> str:
+        """Two lines: what happened, and why (the learning rate) with the range that suits this task."""
+        reached = "inf (an overflow)" if not math.isfinite(self.value) else f"{self.value:.3g}"
+        return (f"Diverged: the {self.loss} loss went from {self.start:.4g} at step 0 to {reached} at step "
+                f"{self.step}, so training stopped there.\n"
+                f"The learning rate {self.lr:g} is too large: each step overshoots the minimum by more than it "
+                f"corrects, so the error grows; try {GOOD_LEARNING_RATES} for this task (--learning-rate 0.1).")
+
+
 def train(mlp: MLP, x: np.ndarray, y: np.ndarray, loss: str, lr: float, steps: int) -> dict[str, list[float]]:
     """Full-batch gradient descent for `steps` steps.
 
     Returns:
         `{"loss", "mse", "mae"}`, each `steps + 1` values: entry t is measured after t steps (entry 0 at the start).
         MSE and MAE are recorded for every run, so runs trained on different losses can be compared.
+
+    Raises:
+        DivergedError: at the first step whose loss is not finite or above `DIVERGED_FACTOR` times the loss at step 0
+            (before any overflow reaches the network's finiteness checks).
     """
     opt = SGD(lr)
     history: dict[str, list[float]] = {"loss": [], "mse": [], "mae": []}
     for t in range(steps + 1):
-        y_hat = mlp.forward(x)
-        value, delta_out = LOSSES[loss](y_hat, y)  # delta_out = dL/dy_hat (delta2 in the 2-layer net)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below, by the loss
+            y_hat = mlp.forward(x)
+            if not np.isfinite(y_hat).all():
+                raise DivergedError(loss, lr, t, history["loss"][0] if t else math.inf, math.inf)
+            value, delta_out = LOSSES[loss](y_hat, y)  # delta_out = dL/dy_hat (delta2 in the 2-layer net)
+        if t and (not math.isfinite(value) or value > DIVERGED_FACTOR * history["loss"][0]):
+            raise DivergedError(loss, lr, t, history["loss"][0], value)
         history["loss"].append(value)
         history["mse"].append(mse(y_hat, y)[0])
         history["mae"].append(mae(y_hat, y)[0])
         if t == steps:
             break  # the last entry only measures the trained net
         mlp.backward(delta_out)  # fills mlp.grads
-        opt.step(mlp.params, mlp.grads)  # theta <- theta - lr * grad
+        with np.errstate(over="ignore", invalid="ignore"):  # a step that overflows shows in the next loss
+            opt.step(mlp.params, mlp.grads)  # theta <- theta - lr * grad
     return history
 
 
@@ -201,11 +241,15 @@ def report_steps(steps: int, every: int = 20) -> list[int]:
 def train_one(
     sizes: tuple[int, ...], x: np.ndarray, y: np.ndarray, args: argparse.Namespace, rng: np.random.Generator
 ) -> None:
-    """Train one network with `--loss` and print its loss every 20 steps."""
-    history = train(MLP(sizes, rng), x, y, args.loss, args.lr, args.steps)
-    print(f"\nTraining {' -> '.join(map(str, sizes))} with {args.loss}, lr {args.lr:g}, full batch of {len(x)}:")
+    """Train one network with `--loss` and print its loss every 20 steps (and a note if it ends above its start)."""
+    print(f"\nTraining {' -> '.join(map(str, sizes))} with {args.loss}, lr {args.learning_rate:g}, full batch of "
+          f"{len(x)}:")
+    history = train(MLP(sizes, rng), x, y, args.loss, args.learning_rate, args.steps)
     for t in report_steps(args.steps):
         print(f"  after {t:>4} steps  {args.loss} loss {history['loss'][t]:.4f}")
+    if history["loss"][-1] > history["loss"][0]:
+        print(f"  note: the loss ended above its start: lr {args.learning_rate:g} overshoots; try "
+              f"{GOOD_LEARNING_RATES} for this task.")
 
 
 def compare_losses(
@@ -214,8 +258,9 @@ def compare_losses(
     """Train MSE and MAE from the same initial weights and data; compare them in both metrics."""
     runs = {"mse": MLP(sizes, rng), "mae": MLP(sizes, rng)}
     runs["mae"].copy_from(runs["mse"])  # same starting weights for both
-    history = {loss: train(mlp, x, y, loss, args.lr, args.steps) for loss, mlp in runs.items()}
-    print(f"\nMSE vs MAE training: same initial weights, same {len(x)} examples, lr {args.lr:g}, {args.steps} steps.")
+    print(f"\nMSE vs MAE training: same initial weights, same {len(x)} examples, lr {args.learning_rate:g}, "
+          f"{args.steps} steps.")
+    history = {loss: train(mlp, x, y, loss, args.learning_rate, args.steps) for loss, mlp in runs.items()}
     print("Both runs are measured in both metrics: MSE = (1/n) sum ||y_hat - y||^2, MAE = (1/n) sum ||y_hat - y||_1.")
     for t in report_steps(args.steps):
         row = "  ".join(f"{loss} run: MSE {h['mse'][t]:.4f} MAE {h['mae'][t]:.4f}" for loss, h in history.items())
@@ -412,30 +457,47 @@ def planted_bug(bug: str, loss: str, hidden: int, seed: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="backprop_demo.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="seed of numpy.random.default_rng (all randomness)")
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="mse", help="loss for the demo and training")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[4], help="hidden widths, e.g. --hidden 4 4")
-    parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
-    parser.add_argument("--steps", type=int, default=100, help="gradient-descent iterations")
-    parser.add_argument("--compare-losses", action="store_true", help="train MSE and MAE from the same start")
+    parser = OneLineParser(prog="backprop_demo.py", description=__doc__.splitlines()[0],
+                           epilog="exit status: 0 the lesson ran; 1 the training diverged, or --bug: the check caught "
+                                  "the bug; 2 bad input")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"seed of numpy.random.default_rng (all randomness), 0 to {MAX_SEED} (default: 0)")
+    parser.add_argument("--loss", choices=sorted(LOSSES), default="mse",
+                        help="loss for the demo and training (default: mse)")
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[4], metavar="N",
+                        help=f"hidden widths, 1 to {MAX_WIDTH}, up to {MAX_DEPTH} layers, e.g. --hidden-sizes 4 4 "
+                             "(default: 4)")
+    parser.add_argument("--learning-rate", type=float, default=0.1,
+                        help=f"SGD learning rate, > 0; {GOOD_LEARNING_RATES} suits this task (default: 0.1)")
+    parser.add_argument("--steps", type=int, default=100,
+                        help=f"gradient-descent iterations, 1 to {MAX_STEPS} (default: 100)")
+    parser.add_argument("--compare-losses", action="store_true",
+                        help="train MSE and MAE from the same start (default: off)")
     parser.add_argument("--bug", choices=["list", *BUGS], metavar="NAME",
                         help="plant a bug in a copy of the backward pass and gradient-check it (exit 1 when caught); "
-                             "--bug list names them")
+                             "--bug list names them (default: none)")
     args = parser.parse_args(argv)
-    if min(args.hidden) < 1 or args.steps < 1 or not args.lr > 0:
-        parser.error("--hidden widths and --steps must be >= 1 and --lr must be > 0")
+    if min(args.hidden_sizes) < 1 or max(args.hidden_sizes) > MAX_WIDTH or len(args.hidden_sizes) > MAX_DEPTH:
+        parser.error(f"--hidden-sizes must be 1 to {MAX_DEPTH} widths, each 1 to {MAX_WIDTH}, got "
+                     f"{args.hidden_sizes}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        parser.error(f"--steps must be an integer from 1 to {MAX_STEPS}, got {args.steps}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        parser.error(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     if args.bug == "list":
         for name, what in BUGS.items():
             print(f"{name:<14} {what}")
         return 0
     if args.bug:
-        if len(args.hidden) > 1 or args.compare_losses:
-            parser.error("--bug checks the lesson's one-hidden-layer net: give one --hidden width, no --compare-losses")
-        return planted_bug(args.bug, args.loss, args.hidden[0], args.seed)
+        if len(args.hidden_sizes) > 1 or args.compare_losses:
+            parser.error("--bug checks the lesson's one-hidden-layer net: give one --hidden-sizes width, no "
+                         "--compare-losses")
+        return planted_bug(args.bug, args.loss, args.hidden_sizes[0], args.seed)
 
     rng = np.random.default_rng(args.seed)
-    sizes = (N_IN, *args.hidden, N_OUT)
+    sizes = (N_IN, *args.hidden_sizes, N_OUT)
     mlp = MLP(sizes, rng)
     x, y = rng.standard_normal((1, N_IN)), rng.standard_normal((1, N_OUT))
     walkthrough(mlp, x, y, args.loss)
@@ -450,10 +512,14 @@ def main(argv: list[str] | None = None) -> int:
             warmup_check(mlp, x, y, args.loss, (int(live[0]), 0))
 
     x_train, y_train = make_task(rng)
-    if args.compare_losses:
-        compare_losses(sizes, x_train, y_train, args, rng)
-    else:
-        train_one(sizes, x_train, y_train, args, rng)
+    try:
+        if args.compare_losses:
+            compare_losses(sizes, x_train, y_train, args, rng)
+        else:
+            train_one(sizes, x_train, y_train, args, rng)
+    except DivergedError as e:
+        print(e.explain())
+        return 1
     return 0
 
 

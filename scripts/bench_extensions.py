@@ -13,6 +13,11 @@ uniform gradient step (sample + update), and the dueling update over the linear 
 
 Example:
     python scripts/bench_extensions.py --members 1 32 --repeats 5 --json ext.json
+
+Bad input (a count below 1, a batch larger than the buffer, buffers that would not fit in memory, or --json PATH that
+could not be written: a missing folder, a folder, no permission, a name too long, an existing file without --force)
+is one line and exit status 2 before anything is built; a JSON file that cannot be written after the timing is one
+line and exit status 1.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -33,10 +39,14 @@ import numpy as np  # noqa: E402
 from agents.algo.dqn import DQNAgent  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.data.prioritized import PrioritizedReplay  # noqa: E402
-from agents.data.replay import MemberReplay  # noqa: E402
+from agents.data.replay import MemberReplay, require_memory  # noqa: E402
+from agents.run.aggregate import check_output_file  # noqa: E402
+from agents.run.checkpoint import atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser  # noqa: E402
+from agents.validate import MAX_SEED  # noqa: E402
 
 OBS_DIM, N_ACTIONS = 4, 2
+MAX_STEPS, MAX_REPEATS = 10**7, 1000  # larger is a typo: days of timing
 CONFIGS = {  # name: (prioritized, dueling)
     "uniform": (False, False),
     "prioritized": (True, False),
@@ -86,36 +96,56 @@ def time_steps(agent: DQNAgent, replay: MemberReplay, batch: int, steps: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="bench_extensions.py", description=__doc__)
-    p.add_argument("--members", type=int, nargs="+", default=[1, 32], metavar="S", help="member counts (1 32)")
-    p.add_argument("--capacity", type=int, default=50_000, help="transitions per member's buffer (50000)")
-    p.add_argument("--batch", type=int, default=128, help="B, transitions per member per step (128)")
-    p.add_argument("--steps", type=int, default=200, help="timed learner steps per repeat (200)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are printed (5)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data and the draws (0)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures here")
+    p = OneLineParser(prog="bench_extensions.py", description=__doc__,
+                      epilog="exit status: 0 done; 1 the JSON file could not be written; 2 bad input (nothing "
+                             "written)")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 32], metavar="S",
+                   help="member counts (default: 1 32)")
+    p.add_argument("--capacity", type=int, default=50_000, help="transitions per member's buffer (default: 50000)")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="B, transitions per member per step, as DQNConfig.batch_size (default: 128)")
+    p.add_argument("--steps", type=int, default=200, help="timed learner steps per repeat (default: 200)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are printed (default: 5)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"seeds the weights, the data and the draws, 0 to {MAX_SEED} (default: 0)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures to PATH (default: none)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file (default: refused)")
     args = p.parse_args(argv)
-    for flag in ("capacity", "batch", "steps", "repeats"):
+    for flag in ("capacity", "batch_size", "steps", "repeats"):
         if getattr(args, flag) < 1:
-            p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.steps > MAX_STEPS or args.repeats > MAX_REPEATS:
+        p.error(f"--steps must be at most {MAX_STEPS} and --repeats at most {MAX_REPEATS}, got {args.steps} and "
+                f"{args.repeats}")
     if min(args.members) < 1:
         p.error(f"--members must be >= 1, got {min(args.members)}")
-    if args.batch > args.capacity:
-        p.error(f"--batch must be <= --capacity ({args.capacity}), got {args.batch}")
+    if args.batch_size > args.capacity:
+        p.error(f"--batch-size must be <= --capacity ({args.capacity}), got {args.batch_size}")
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
+    try:  # the largest S's buffers, one per configuration, live at once, plus `build`'s float64 random data
+        n = max(args.members) * args.capacity
+        need = len(CONFIGS) * MemberReplay.nbytes_for(max(args.members), args.capacity, OBS_DIM) + 2 * n * OBS_DIM * 8
+        require_memory(need, f"--members {max(args.members)} x --capacity {args.capacity} ({len(CONFIGS)} buffers)")
+        if args.json:
+            check_output_file("--json", args.json, args.force)
+    except ValueError as e:
+        p.error(str(e))
 
-    print(f"{platform.processor() or platform.machine()}, numpy {np.__version__}; 4-64-64-2 float32, B {args.batch}, "
-          f"capacity {args.capacity} per member; medians of {args.repeats} interleaved repeats of {args.steps} steps")
+    print(f"{platform.processor() or platform.machine()}, numpy {np.__version__}; 4-64-64-2 float32, "
+          f"B {args.batch_size}, capacity {args.capacity} per member; medians of {args.repeats} interleaved repeats "
+          f"of {args.steps} steps")
     results = {}
     for S in args.members:
-        parts = {name: build(name, S, args.capacity, args.batch, args.seed) for name in CONFIGS}
+        parts = {name: build(name, S, args.capacity, args.batch_size, args.seed) for name in CONFIGS}
         for agent, replay in parts.values():
-            time_steps(agent, replay, args.batch, 5)  # warm-up: buffers of this batch size, caches
+            time_steps(agent, replay, args.batch_size, 5)  # warm-up: buffers of this batch size, caches
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGS}
         gc.disable()
         try:
             for _ in range(args.repeats):
                 for name, (agent, replay) in parts.items():
-                    runs[name].append(time_steps(agent, replay, args.batch, args.steps))
+                    runs[name].append(time_steps(agent, replay, args.batch_size, args.steps))
         finally:
             gc.enable()
         per = 1e6 / (args.steps * S)  # seconds per repeat -> µs per member-step
@@ -133,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({step:.1f} µs); target <= +25%")
         print(f"  the dueling head adds {100 * duel_cost:+.1f}% to an update; target <= +15%")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({str(k): v for k, v in results.items()}, f, indent=2)
+        try:
+            atomic_write_text(args.json, json.dumps({str(k): v for k, v in results.items()}, indent=2) + "\n")
+        except OSError as e:  # a full disk, a folder removed since the check: the figures above stay printed
+            print(f"bench_extensions.py: error: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -11,6 +11,10 @@ It also estimates the floating-point floor of the batched update: FLOPs per memb
 with Double DQN, two with plain DQN, and the backward pass) over the matmul rate this CPU reaches on the
 update's own shapes, and prints how far the measured update time is from it.
 
+Bad input, including --json PATH that could not be written (a missing folder, a folder, no permission, a name too
+long, or an existing file without --force), is one line and exit status 2 before any child runs; a child that fails
+is one line and exit status 1.
+
 Example:
     python scripts/bench_seeds.py --members 1 8 32 64 --sequential 32 --total-steps 5000 --repeats 3
 """
@@ -33,9 +37,14 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.config import DQNConfig  # noqa: E402
+from agents.run.aggregate import check_output_file  # noqa: E402
+from agents.run.checkpoint import atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
+from agents.run.train import env_facts  # noqa: E402
 
 PROG = "bench_seeds.py"
+MAX_MEMBERS = 4096  # seeds in one child; the buffers' memory is checked by the child's own train()
+MAX_TOTAL_STEPS, MAX_REPEATS = 10**9, 1000  # larger is a typo: days of CPU
 
 
 def child(kind: str, n: int, total_steps: int, env_id: str, config_json: str) -> dict:
@@ -90,28 +99,40 @@ def matmul_rate(sizes: tuple[int, ...], batch: int, members: int, dtype: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__)
-    p.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64], help="S values (default: 1 8 32 64)")
+    p = OneLineParser(prog=PROG, description=__doc__,
+                      epilog="exit status: 0 done; 1 a child run or the JSON file failed; 2 bad input (nothing "
+                             "written)")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 8, 32, 64],
+                   help=f"S values, each 1 to {MAX_MEMBERS} (default: 1 8 32 64)")
     p.add_argument("--sequential", type=int, default=0,
-                   help="also train this many single runs one after another, and compare (default: 0, none)")
+                   help=f"also train this many single runs one after another, 0 to {MAX_MEMBERS}, and compare "
+                        "(default: 0, none)")
     p.add_argument("--total-steps", type=int, default=5000, help="environment steps per seed (default: 5000)")
-    p.add_argument("--repeats", type=int, default=3, help="runs of each configuration; medians are shown")
-    p.add_argument("--env-id", default="CartPole-v1")
-    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each configuration; medians are shown (default: 3)")
+    p.add_argument("--env-id", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to PATH (default: none)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file (default: refused)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     add_config_args(p)
     args = p.parse_args(argv)
-    if args.child:
+    if args.child:  # the parent's own call: KIND N TOTAL_STEPS ENV_ID CONFIG_JSON
         kind, n, total, env_id, config_json = args.child
+        if kind not in ("batch", "sequential") or not (n.isdigit() and total.isdigit()):
+            fail(PROG, f"--child is internal: KIND (batch or sequential) N TOTAL ENV_ID CONFIG, got {args.child}")
         print(json.dumps(child(kind, int(n), int(total), env_id, config_json)))
         return 0
     try:
         config = DQNConfig(**config_overrides(args))
-        for name in ("total_steps", "repeats"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        if any(s < 1 for s in args.members) or args.sequential < 0:
-            raise ValueError(f"--members must be >= 1 and --sequential >= 0, got {args.members}, {args.sequential}")
+        for name, most in (("total_steps", MAX_TOTAL_STEPS), ("repeats", MAX_REPEATS)):
+            if not 1 <= getattr(args, name) <= most:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer from 1 to {most}, got "
+                                 f"{getattr(args, name)}")
+        if not all(1 <= s <= MAX_MEMBERS for s in args.members) or not 0 <= args.sequential <= MAX_MEMBERS:
+            raise ValueError(f"--members must be in [1, {MAX_MEMBERS}] and --sequential in [0, {MAX_MEMBERS}], got "
+                             f"{args.members} and {args.sequential}")
+        env_facts(args.env_id)  # an unknown id or an unsupported space: refused here, not in a child
+        if args.json:
+            check_output_file("--json", args.json, args.force)
     except ValueError as e:
         fail(PROG, str(e))
     jobs = [("batch", s) for s in args.members] + ([("sequential", args.sequential)] if args.sequential else [])
@@ -121,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # interleaved, so a slow minute of a shared machine hits every configuration
         for kind, n in jobs:
             out = subprocess.run([sys.executable, __file__, "--child", kind, str(n), str(args.total_steps),
-                                  args.env_id, config.to_json()], capture_output=True, text=True, check=True)
+                                  args.env_id, config.to_json()], capture_output=True, text=True)
+            if out.returncode != 0:  # the child's last line says why (its traceback stays in the child)
+                last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+                print(f"{PROG}: error: the {kind} run of {n} seed(s) failed (status {out.returncode}): {last}",
+                      file=sys.stderr)
+                return 1
             results[(kind, n)].append(json.loads(out.stdout.strip().splitlines()[-1]))
     cpu = _cpu_name()
     print(f"{cpu}; numpy {np.__version__}; {args.total_steps} steps per seed; medians of {args.repeats} runs")
@@ -152,14 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         rate = matmul_rate(sizes, config.batch_size, S, config.dtype)
         floor_us = 1e6 * flops / rate
         measured = rows[("batch", S)]["us_per_member_update"]
-        print(f"floating-point floor of one member-update at S={S}: {flops / 1e6:.2f} MFLOP at "
+        print(f"floating-point floor of one member-update at S={S}: {flops} FLOP ({flops / 1e6:.2f} MFLOP) at "
               f"{rate / 1e9:.1f} GFLOP/s (np.matmul on the update's shapes) = {floor_us:.0f} us; measured "
               f"{measured:.0f} us, {measured / floor_us:.1f}x the floor")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"cpu": cpu, "numpy": np.__version__, "python": platform.python_version(),
-                       "total_steps": args.total_steps, "repeats": args.repeats,
-                       "rows": {f"{k}-{n}": v for (k, n), v in rows.items()}}, f, indent=2)
+        record = {"cpu": cpu, "numpy": np.__version__, "python": platform.python_version(),
+                  "total_steps": args.total_steps, "repeats": args.repeats,
+                  "rows": {f"{k}-{n}": v for (k, n), v in rows.items()}}
+        try:
+            atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
+        except OSError as e:  # a full disk, a folder removed since the check: the table above stays printed
+            print(f"{PROG}: error: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return 0
 
 

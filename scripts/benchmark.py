@@ -2,10 +2,14 @@
 """Train several seeds and report time to solve, per seed and as medians, with the time split by phase.
 
 Each seed runs in this process, one after another (no two runs share the CPU), through `agents.run.train`, the same
-function `train_cartpole.py` calls. After training, the best checkpoint is evaluated greedily over
---best-eval-episodes episodes. The loop times its own phases: collect (act, step the envs, store), replay sampling,
-gradient updates, and evaluation (which is not training time). Runs go to a temporary folder that is removed at the
-end, unless --out keeps them.
+function `train_cartpole.py` calls. After training, the final evaluation re-evaluates each seed's best checkpoint
+(best.npz) greedily over --final-eval-episodes episodes, as the training commands do. The loop times its own
+phases: collect (act, step the envs, store), replay sampling, gradient updates, and evaluation (which is not
+training time). Runs go to a temporary folder that is removed at the end, unless --out keeps them.
+
+Every output is checked before the first seed trains: --out (and each OUT/seed<k> in it, which must hold no run) and
+--json PATH (its folder must exist and be writable; an existing file is replaced only with --force).
+Exit status: 0 done; 1 the JSON file could not be written after the work; 2 bad input (one line, nothing written).
 
 Example:
     python scripts/benchmark.py --seeds 0-9 --json bench.json
@@ -22,6 +26,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -32,27 +37,31 @@ from agents.algo.dqn import DQNAgent  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.loop.evaluation import evaluate  # noqa: E402
 from agents.run import RunFiles, env_facts, make_vec_env, train_one  # noqa: E402
-from agents.run.checkpoint import CheckpointError  # noqa: E402
+from agents.run.aggregate import check_output_file  # noqa: E402
+from agents.run.checkpoint import CheckpointError, atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
+from agents.validate import path_fits  # noqa: E402
+from agents.validate import seeds as checked_seeds  # noqa: E402
 
 PROG = "benchmark.py"
-BEST_EVAL_SEED = 3_000_000_000
+TIMING_EVAL_SEED = 3_000_000_000  # reset seeds of the timed 20-episode evaluation of the best checkpoint
+DEFAULT_TOTAL_STEPS = 50_000
+MAX_TOTAL_STEPS = 10**9  # days of CPU per seed: anything larger is a typo
+DEFAULT_FINAL_EVAL_EPISODES = 100
+MAX_FINAL_EVAL_EPISODES = 1_000_000
 
 
-def run_seed(env_id: str, config: DQNConfig, seed: int, total_steps: int, out: Path, best_episodes: int) -> dict:
-    """Train one seed into `out`, then evaluate its best checkpoint; returns the figures of one table row."""
-    summary = train_one(config, env_id, seed, out, total_steps)
-    best = {"mean": None, "std": None}
+def run_seed(env_id: str, config: DQNConfig, seed: int, total_steps: int, out: Path, final_episodes: int) -> dict:
+    """Train one seed into `out` (its final evaluation re-evaluates best.npz over `final_episodes` episodes), then
+    time one 20-episode evaluation of its best checkpoint; returns the figures of one table row."""
+    summary = train_one(config, env_id, seed, out, total_steps, final_eval_episodes=final_episodes)
     files = RunFiles(out)
     eval20_ms = None
     if files.best.exists():
         agent = DQNAgent.load(files.best)
-        env = make_vec_env(env_id)(min(best_episodes, 100), np.random.default_rng(seed))
-        returns = evaluate(agent, env, best_episodes, seed=BEST_EVAL_SEED + seed)
-        best = {"mean": float(returns.mean()), "std": float(returns.std())}
         env20 = make_vec_env(env_id)(20, np.random.default_rng(seed))  # what one evaluation during training costs
         t0 = time.perf_counter()
-        evaluate(agent, env20, 20, seed=BEST_EVAL_SEED + seed)
+        evaluate(agent, env20, 20, seed=TIMING_EVAL_SEED + seed)
         eval20_ms = round(1e3 * (time.perf_counter() - t0), 1)
     phases = summary["phase_seconds"]
     steps = summary["env_steps"]
@@ -67,8 +76,7 @@ def run_seed(env_id: str, config: DQNConfig, seed: int, total_steps: int, out: P
         "updates": summary["updates"],
         "best_eval_mean": summary["best_eval_mean"],
         "final_eval_mean": summary["final_eval_mean"],
-        "best_ckpt_mean": best["mean"],
-        "best_ckpt_std": best["std"],
+        "best_ckpt_mean": summary.get("best_model_eval_mean"),
         **{f"{k}_seconds": v for k, v in phases.items() if k != "evaluate"},
         "us_per_update": round(1e6 * phases["update"] / max(summary["updates"], 1), 1),
         "us_per_transition_collect": round(1e6 * phases["collect"] / steps, 2),
@@ -82,22 +90,57 @@ def _median(rows: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def check_runs_folder(out: str, seeds: list[int]) -> None:
+    """Refuse, before any seed trains, an --out that could not hold the runs: a file, under a file, not writable, a
+    name too long, or an OUT/seed<k> that already holds a run (which would stop the benchmark midway)."""
+    root = path_fits(out, "--out")
+    try:
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"--out {root}: it is a file, not a folder")
+        nearest = next((f for f in (root, *root.parents) if f.exists()), Path("."))
+        if not nearest.is_dir():
+            raise ValueError(f"--out {root}: {nearest} is not a folder")
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {root}: cannot write into {nearest}: permission denied")
+        if root.is_dir():
+            for seed in seeds:  # linear: one look per seed
+                existing = RunFiles(root / f"seed{seed}").existing()
+                if existing:
+                    raise ValueError(f"--out {root}: {existing[0]} exists (a run of seed {seed}); give a new --out")
+    except OSError as e:
+        raise ValueError(f"--out {root}: cannot use this folder: {e.strerror or e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__)
-    p.add_argument("--env-id", default="CartPole-v1")
+    p = OneLineParser(prog=PROG, description=__doc__,
+                      epilog="exit status: 0 done; 1 the JSON file could not be written; 2 bad input (nothing "
+                             "written)")
+    p.add_argument("--env-id", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
     p.add_argument("--seeds", default="0-9", help="seeds: a range 0-9, a list 0,3,7, or both (default: 0-9)")
-    p.add_argument("--total-steps", type=int, default=50_000)
-    p.add_argument("--best-eval-episodes", type=int, default=100, help="greedy episodes for the best checkpoint")
+    p.add_argument("--total-steps", type=int, default=DEFAULT_TOTAL_STEPS,
+                   help=f"environment steps per seed, 1 to {MAX_TOTAL_STEPS} (default: {DEFAULT_TOTAL_STEPS})")
+    p.add_argument("--final-eval-episodes", type=int, default=DEFAULT_FINAL_EVAL_EPISODES,
+                   help="episodes of the final evaluation of each seed's final and best model, as in the training "
+                        f"commands (default: {DEFAULT_FINAL_EVAL_EPISODES})")
     p.add_argument("--out", default=None, help="keep the runs in this folder (default: a temporary folder, removed)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as one JSON object")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the results as one JSON object to PATH (default: none)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file (default: refused)")
     add_config_args(p)
     args = p.parse_args(argv)
     try:
-        seeds = parse_seeds(args.seeds)
+        seeds = checked_seeds(parse_seeds(args.seeds), "--seeds")
         config = DQNConfig(**config_overrides(args))
-        if args.total_steps < 1 or args.best_eval_episodes < 1:
-            raise ValueError("--total-steps and --best-eval-episodes must be >= 1")
+        if not 1 <= args.total_steps <= MAX_TOTAL_STEPS:
+            raise ValueError(f"--total-steps must be an integer from 1 to {MAX_TOTAL_STEPS}, got {args.total_steps}")
+        if not 1 <= args.final_eval_episodes <= MAX_FINAL_EVAL_EPISODES:
+            raise ValueError(f"--final-eval-episodes must be an integer from 1 to {MAX_FINAL_EVAL_EPISODES}, got "
+                             f"{args.final_eval_episodes}")
         threshold = env_facts(args.env_id)[0]
+        if args.json:
+            check_output_file("--json", args.json, args.force)
+        if args.out:
+            check_runs_folder(args.out, seeds)
     except ValueError as e:
         fail(PROG, str(e))
     updates = max(0, args.total_steps - config.learning_starts) // config.train_freq * config.gradient_steps
@@ -112,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             try:
                 r = run_seed(args.env_id, config, seed, args.total_steps, root / f"seed{seed}",
-                             args.best_eval_episodes)
-            except (ValueError, CheckpointError) as e:  # OUT/seed<k> holds a run (a re-run with the same --out)
+                             args.final_eval_episodes)
+            except (ValueError, CheckpointError) as e:  # a setting only the run can judge (buffer memory, ...)
                 fail(PROG, str(e))
             rows.append(r)
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
@@ -133,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(f"median: solved at step {medians['solved_at_step']}, {medians['solved_at_seconds']} s of training; "
           f"{n_solved}/{len(rows)} seeds solved" + (f" (not: {failed})" if failed else "") +
-          f"; {len(ok)}/{len(rows)} best checkpoints >= {threshold} over {args.best_eval_episodes} episodes")
+          f"; {len(ok)}/{len(rows)} best checkpoints >= {threshold} over {args.final_eval_episodes} episodes")
     print(f"time split (medians, s): collect {medians['collect_seconds']}, replay sampling "
           f"{medians['sample_seconds']}, updates {medians['update_seconds']}; {medians['us_per_update']} µs per "
           f"update, {medians['us_per_transition_collect']} µs per transition collected, "
@@ -144,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                   "seeds": rows, "medians": medians, "n_solved": n_solved, "best_checkpoint_ok": ok,
                   "failed_seeds": failed, "peak_rss_mb": round(peak_mb, 1), "machine": platform.processor(),
                   "numpy": np.__version__}
-        Path(args.json).write_text(json.dumps(result) + "\n")
+        try:
+            atomic_write_text(args.json, json.dumps(result) + "\n")
+        except OSError as e:  # a full disk, a folder removed since the check: the table above stays printed
+            print(f"{PROG}: error: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -12,8 +12,16 @@ frame captioned with its episode, step and running return (needs `pip install -e
 `.[box2d]`). A missing package or an unusable path is refused before evaluating (exit 2, nothing written); a GIF that
 fails after the evaluation is one warning line, the results stay printed, and the exit status is 1.
 
+`--json PATH` also writes the results as one JSON object to PATH (atomically; stdout stays human text). Every output
+path (--json, --gif) is checked before the evaluation starts, and an existing file is never replaced unless --force.
+Seeds: episode i resets with `seed + i`, an int64, so `--seed` lies in [0, 2**63 - episodes].
+
+Exit status: 0 evaluated (and every file asked for written); 1 an optional GIF or the JSON file could not be
+written after the evaluation; 2 bad input (one line on stderr, nothing written).
+
 Usage:
-    PYTHONPATH=. python scripts/evaluate.py runs/cartpole/best.npz [--episodes 100] [--seed 0] [--env-id ID] [--json]
+    PYTHONPATH=. python scripts/evaluate.py runs/cartpole/best.npz [--episodes 100] [--seed 0] [--env-id ID]
+        [--json PATH] [--force]
     PYTHONPATH=. python scripts/evaluate.py runs/cartpole --episodes 10 --gif cartpole.gif [--gif-episodes 2]
 """
 
@@ -29,7 +37,8 @@ import numpy as np
 
 from agents.algo.dqn import DQNAgent
 from agents.loop.evaluation import evaluate
-from agents.run.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from agents.run.aggregate import check_output_file
+from agents.run.checkpoint import CheckpointError, atomic_write_text, check_compatible, load_checkpoint
 from agents.run.cli import OneLineParser, fail
 from agents.run.gif import MAX_FPS, MIN_FPS, check_gif_path, default_fps, pillow, write_gif
 from agents.run.models import agent_from_checkpoint
@@ -39,19 +48,29 @@ from envs.render import open_render_env, render_episodes, render_fps
 PROG = "evaluate.py"
 DEFAULT_ENV_ID = "CartPole-v1"
 MAX_ENVS = 100  # episodes beyond this run in waves
+MAX_EPISODES = 1_000_000  # a (episodes,) array of returns, and hours of CartPole at most
+MAX_RESET_SEED = 2**63 - 1  # reset seeds are int64: the last episode's, seed + episodes - 1, must fit
 GIF_FPS = 25  # --gif-every's default keeps about this many frames per second of the env's own time
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0],
+                           epilog="exit status: 0 evaluated; 1 the GIF or the JSON file could not be written after "
+                                  "the evaluation; 2 bad input (nothing written)")
     parser.add_argument("checkpoint", type=Path, help="best.npz, final.npz, a training checkpoint, or a run folder")
-    parser.add_argument("--episodes", type=int, default=100, help="greedy episodes to run (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (default 0)")
-    parser.add_argument("--env-id", help=f"Gymnasium id; default: the file's env_id, else {DEFAULT_ENV_ID}")
-    parser.add_argument("--json", action="store_true", help="end stdout with one JSON line of the results")
+    parser.add_argument("--episodes", type=int, default=100,
+                        help=f"greedy episodes to run, 1 to {MAX_EPISODES} (default 100)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="episode i resets with seed + i; 0 <= seed <= 2**63 - episodes (default 0)")
+    parser.add_argument("--env-id", help=f"Gymnasium id (default: the file's env_id, else {DEFAULT_ENV_ID})")
+    parser.add_argument("--json", type=Path, metavar="PATH", default=None,
+                        help="also write the results as one JSON object to PATH (default: none)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace existing --json and --gif files (default: an existing file is refused)")
     gif = parser.add_argument_group("GIF of the agent (needs pip install -e '.[render]')")
     gif.add_argument("--gif", type=Path, metavar="OUT.gif",
-                     help="after the evaluation, write its first --gif-episodes episodes as an animated GIF")
+                     help="after the evaluation, write its first --gif-episodes episodes as an animated GIF "
+                          "(default: none)")
     gif.add_argument("--gif-episodes", type=int, default=None, metavar="K",
                      help="episodes in the GIF; episode i is the evaluation's episode i, seed + i (default 1)")
     gif.add_argument("--gif-every", type=int, default=None, metavar="N",
@@ -64,10 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gif.add_argument("--gif-scale", type=float, default=None, metavar="S",
                      help="downscale frames by S in (0, 1] (default 1: the env's render size)")
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be at least 1, got {args.episodes}")
-    if args.seed < 0:
-        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+    if not 1 <= args.episodes <= MAX_EPISODES:
+        parser.error(f"--episodes must be in [1, {MAX_EPISODES}], got {_short(args.episodes)}")
+    if not 0 <= args.seed <= MAX_RESET_SEED - (args.episodes - 1):  # the last episode's reset seed is an int64
+        parser.error(f"--seed must be an integer in [0, 2**63 - episodes] = [0, {MAX_RESET_SEED - args.episodes + 1}] "
+                     f"(episode i resets with seed + i), got {_short(args.seed)}")
     given = [f"--gif-{name}" for name in ("episodes", "every", "fps", "scale")
              if getattr(args, f"gif_{name}") is not None]
     if args.gif is None and given:
@@ -83,22 +103,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _short(value: int) -> str:
+    """An integer for a message: as is, or its first digits and length when it is huge (10**23, 10**4000)."""
+    text = str(value) if abs(value) < 10**30 else f"{str(value)[:12]}... ({len(str(abs(value)))} digits)"
+    return text
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output path that cannot be written or would replace a file (without --force)."""
+    if args.json is not None:
+        check_output_file("--json", args.json, args.force)
+        if args.gif is not None and args.json.absolute() == args.gif.absolute():
+            raise ValueError(f"--json and --gif name the same file {args.json}")
+    if args.gif is not None:  # a path that cannot be written, an existing file, Pillow missing
+        check_gif_path(args.gif)
+        if args.gif.exists() and not args.force:
+            raise ValueError(f"--gif {args.gif}: the file exists; choose another name, or add --force to replace it")
+        pillow()
+
+
+def model_path(given: Path) -> Path:
+    """The model file to evaluate: `given`, or a run folder's best.npz (a batch folder is refused, naming a seed)."""
+    try:
+        if not given.is_dir():
+            return given
+        seeds = sorted(p.name for p in given.glob("seed*") if (p / "best.npz").exists())
+        has_best = (given / "best.npz").exists()
+    except OSError as e:  # a name too long, a loop of links
+        raise CheckpointError(f"{given}: cannot read it: {e.strerror or e}") from None
+    if not has_best and seeds:
+        raise CheckpointError(f"{given} is a batch of seeds ({len(seeds)} seed folders): evaluate one of them, e.g. "
+                              f"{given / seeds[0]}")
+    print(f"{given} is a run folder: evaluating its best checkpoint {given / 'best.npz'}")
+    return given / "best.npz"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.gif is not None:  # refused before any work: a path that cannot be written, Pillow missing
-        try:
-            check_gif_path(args.gif)
-            pillow()
-        except ValueError as e:
-            fail(PROG, str(e))
-    path = args.checkpoint
-    if path.is_dir():
-        seeds = sorted(p.name for p in path.glob("seed*") if (p / "best.npz").exists())
-        if not (path / "best.npz").exists() and seeds:
-            fail(PROG, f"{path} is a batch of seeds ({len(seeds)} seed folders): evaluate one of them, e.g. "
-                       f"{path / seeds[0]}")
-        path = path / "best.npz"
-        print(f"{args.checkpoint} is a run folder: evaluating its best checkpoint {path}")
+    try:
+        check_outputs(args)
+        path = model_path(args.checkpoint)
+    except (ValueError, CheckpointError) as e:
+        fail(PROG, str(e))
     try:
         ckpt = load_checkpoint(path)  # validates the file before an environment is built
         seeds = ckpt.meta.get("seeds")
@@ -117,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         agent = agent_from_checkpoint(ckpt)
         returns = evaluate(agent, env, args.episodes, args.seed)
     except CheckpointError as e:
+        if render_env is not None:
+            render_env.close()
         fail(PROG, str(e))
     finally:
         env.close()
@@ -124,29 +172,43 @@ def main(argv: list[str] | None = None) -> int:
     mean, std = float(returns.mean()), float(returns.std())
     print(f"checkpoint {ckpt.path} on {env_id}, greedy, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(f"return {mean:.2f} ± {std:.2f} over {args.episodes} episodes (min {returns.min():g}, max {returns.max():g})")
-    status, gif = 0, None
+    results = {
+        "checkpoint": str(ckpt.path),
+        "env_id": env_id,
+        "seed": args.seed,
+        "episodes": args.episodes,
+        "mean": mean,
+        "std": std,
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "returns": returns.tolist(),
+        **({"gif": None} if args.gif is not None else {}),
+    }
+    status = write_json(args.json, results)  # the results first, before the optional GIF
     if render_env is not None:
         try:
-            gif = write_episodes_gif(args, agent, render_env, returns)
+            results["gif"] = write_episodes_gif(args, agent, render_env, returns)
         except Exception as e:  # an optional step after the results: one line, the results stand
             print(f"{PROG}: warning: could not write the GIF {args.gif}: {type(e).__name__}: {e}", file=sys.stderr)
             status = 1
         finally:
             render_env.close()
-    if args.json:
-        print(json.dumps({
-            "checkpoint": str(ckpt.path),
-            "env_id": env_id,
-            "seed": args.seed,
-            "episodes": args.episodes,
-            "mean": mean,
-            "std": std,
-            "min": float(returns.min()),
-            "max": float(returns.max()),
-            "returns": returns.tolist(),
-            **({"gif": gif} if args.gif is not None else {}),
-        }))
+        if results["gif"] is not None and status == 0:
+            status = write_json(args.json, results)  # now with the GIF's figures
     return status
+
+
+def write_json(path: Path | None, results: dict) -> int:
+    """Write `results` to `path` atomically (nothing if None); 0 if written, 1 (and one line) if not."""
+    if path is None:
+        return 0
+    try:
+        atomic_write_text(path, json.dumps(results) + "\n")
+    except OSError as e:  # a full disk, a folder removed since the check
+        print(f"{PROG}: error: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"results in {path}")
+    return 0
 
 
 def write_episodes_gif(args: argparse.Namespace, agent: DQNAgent, render_env: Any, returns: np.ndarray) -> dict:

@@ -185,9 +185,26 @@ def test_main_returns_0_on_a_sampled_check_with_another_seed(capsys):
     assert "all pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["--eps", "0"], ["--max-entries", "0"], ["--tol", "abc"]])
-def test_main_rejects_bad_options_with_usage_error(argv, capsys):
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--eps", "0"], "--eps must be positive, got 0.0"),
+    (["--eps", "nan"], "--eps must be positive, got nan"),
+    (["--eps", "0.5"], "--eps must be at most 0.01"),
+    (["--max-entries", "0"], "--max-entries must be at least 1, got 0"),
+    (["--tol", "abc"], "argument --tol: invalid float value: 'abc'"),
+    (["--tol", "-1"], "--tol must be a number in (0, 1)"),
+    (["--tol", "nan"], "--tol must be a number in (0, 1)"),
+    (["--tol", "0"], "--tol must be a number in (0, 1)"),
+    (["--tol", "inf"], "--tol must be a number in (0, 1)"),
+    (["--tol", "2"], "--tol must be a number in (0, 1)"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+    (["--seed", str(10**40)], "--seed must be an integer from 0 to 4294967295"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_main_rejects_bad_options_in_one_line_before_any_check(argv, fragment, capsys, monkeypatch):
+    monkeypatch.setattr("dqn_np.gradcheck.check_mlp", lambda *a, **k: pytest.fail("checked despite bad options"))
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("python -m dqn_np.gradcheck: error: "), err
+    assert fragment in err and "usage:" not in err

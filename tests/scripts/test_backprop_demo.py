@@ -60,7 +60,7 @@ def test_two_layer_net(args, loss):
 
 
 def test_three_layer_net():
-    result = run_demo("--hidden", "4", "4")
+    result = run_demo("--hidden-sizes", "4", "4")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Network 3 -> 4 -> 4 -> 2" in out
@@ -211,9 +211,51 @@ def test_bug_list_names_every_bug_on_one_line():
     assert all(len(line.split()) > 3 for line in result.stdout.splitlines()), "each name with a description"
 
 
-@pytest.mark.parametrize("args", [("--bug", "bogus"), ("--bug", "relu-ge", "--hidden", "4", "4")])
+@pytest.mark.parametrize("args", [("--bug", "bogus"), ("--bug", "relu-ge", "--hidden-sizes", "4", "4")])
 def test_bad_bug_is_a_one_line_usage_error(args):
     result = run_demo(*args)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "error" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [("--learning-rate", "1e6"), ("--learning-rate", "2"), ("--learning-rate", "1e300"),
+                                  ("--learning-rate", "1e6", "--loss", "mae"),
+                                  ("--learning-rate", "1e6", "--compare-losses")])
+def test_a_diverging_learning_rate_is_explained_in_two_lines_with_status_1(args):
+    result = run_demo(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == ""  # no RuntimeWarning, no traceback
+    lines = result.stdout.strip().splitlines()
+    what, why = lines[-2:]
+    lr = float(args[1])
+    assert re.fullmatch(rf"Diverged: the (mse|mae) loss went from {FLOAT} at step 0 to ({FLOAT}|inf \(an overflow\)) "
+                        r"at step \d+, so training stopped there\.", what), what
+    assert why.startswith(f"The learning rate {lr:g} is too large") and "try 0.01 to 0.5" in why, why
+    start, reached = re.search(rf"from ({FLOAT}) at step 0 to (\S+)", what).groups()
+    assert reached == "inf" or float(reached) > 100 * float(start)  # what the demo calls diverged
+    assert not any(line.lstrip().startswith("after") and "steps" in line for line in lines[lines.index(what) - 1:])
+
+
+def test_a_rate_that_only_ends_above_its_start_gets_a_note_and_status_0():
+    result = run_demo("--learning-rate", "1")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    losses = floats(rf"after\s+\d+ steps\s+mse loss ({FLOAT})", result.stdout)
+    assert losses[-1] > losses[0]
+    assert "note: the loss ended above its start: lr 1 overshoots; try 0.01 to 0.5" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--learning-rate", "nan"), "--learning-rate must be a finite number > 0, got nan"),
+    (("--learning-rate", "inf"), "--learning-rate must be a finite number > 0, got inf"),
+    (("--learning-rate", "0"), "--learning-rate must be a finite number > 0, got 0.0"),
+    (("--hidden-sizes", "0"), "--hidden-sizes must be 1 to 8 widths"),
+    (("--hidden-sizes", str(10**9)), "each 1 to 4096"),
+    (("--steps", str(10**9)), "--steps must be an integer from 1 to 100000"),
+    (("--seed", "-1"), "--seed must be an integer from 0 to"),
+    (("--lr", "0.1"), "unrecognized arguments"),  # the old name is gone: one name per concept
+], ids=["lr-nan", "lr-inf", "lr-zero", "width-zero", "width-huge", "steps-huge", "seed-negative", "old-lr-name"])
+def test_bad_numbers_are_one_line_usage_errors(args, fragment):
+    result = run_demo(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr

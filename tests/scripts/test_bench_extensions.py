@@ -1,11 +1,14 @@
 """scripts/bench_extensions.py, run the way a user types it, on a tiny budget: its figures, not their values."""
 
+import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,6 +36,49 @@ def test_it_prints_both_targets_per_member_count_and_writes_them(tmp_path: Path)
 
 
 def test_bad_input_is_one_line_with_status_2() -> None:
-    proc = run("--batch", "600", "--capacity", "500")
-    assert proc.returncode == 2 and "--batch must be <= --capacity (500), got 600" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    proc = run("--batch-size", "600", "--capacity", "500")
+    assert proc.returncode == 2 and "--batch-size must be <= --capacity (500), got 600" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def script():
+    """scripts/bench_extensions.py as a module, to run `main` in-process."""
+    spec = importlib.util.spec_from_file_location("bench_ext_under_test", REPO / "scripts" / "bench_extensions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--json", "missing/x.json"], "its folder"),
+    (["--json", "a_folder"], "it is a folder"),
+    (["--json", "file/x.json"], "is not a folder"),
+    (["--json", "n" * 300 + ".json"], "bytes long"),
+    (["--json", "old.json"], "the file exists"),
+    (["--members", str(10**9)], "of memory are available"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
+], ids=["missing-folder", "a-folder", "under-a-file", "name-too-long", "existing-file", "too-much-memory",
+        "negative-seed", "zero-steps"])
+def test_unusable_outputs_and_sizes_are_refused_before_any_work(args, fragment, script, capsys, monkeypatch,
+                                                                tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "old.json").write_text("earlier figures")
+    monkeypatch.setattr(script, "build", lambda *a, **k: pytest.fail("built buffers despite bad input"))
+    before = {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")}
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--members", "1", "--capacity", "500", *args])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")} == before
+
+
+def test_force_replaces_an_existing_json(tmp_path: Path) -> None:
+    out = tmp_path / "ext.json"
+    out.write_text("earlier figures")
+    proc = run("--members", "1", "--capacity", "300", "--steps", "2", "--repeats", "1", "--json", str(out), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(out.read_text())) == {"1"} and sorted(tmp_path.iterdir()) == [out]

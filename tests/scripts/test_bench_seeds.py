@@ -31,11 +31,13 @@ def test_bench_seeds_prints_a_row_per_configuration_the_ratio_and_the_floor(tmp_
         assert re.search(rf"^\s*{label}\s+\d", out, flags=re.M), out
     ratio = re.search(r"2 seeds in one process / 2 single runs one after another: ([\d.]+)", out)
     assert ratio and 0 < float(ratio[1]) < 10
-    floor = re.search(r"floor of one member-update at S=2: ([\d.]+) MFLOP", out)
-    assert floor
-    # 2 x B x (3 forward passes + backward) multiply-adds of a 4-8-2 net with B = 16
+    floor = re.search(r"floor of one member-update at S=2: (\d+) FLOP \(([\d.]+) MFLOP\)", out)
+    assert floor, out
+    # 2 x B x (3 forward passes + backward) multiply-adds of a 4-8-2 net with B = 16: 6656 FLOP, exactly (the
+    # MFLOP figure, 0.01, is too coarse to test: any count from 5,000 to 14,999 prints as 0.01)
     macs = 4 * 8 + 8 * 2
-    assert float(floor[1]) == pytest.approx(2 * 16 * (3 * macs + macs + 8 * 2) / 1e6, abs=0.01)
+    assert int(floor[1]) == 2 * 16 * (3 * macs + macs + 8 * 2) == 6656
+    assert floor[2] == "0.01"
     figures = json.loads(json_path.read_text())
     rows = figures["rows"]
     assert set(rows) == {"batch-1", "batch-2", "sequential-2"}
@@ -45,9 +47,56 @@ def test_bench_seeds_prints_a_row_per_configuration_the_ratio_and_the_floor(tmp_
         assert row["peak_rss_mb"] > 10
 
 
-def test_bench_seeds_refuses_bad_counts() -> None:
-    proc = run("bench_seeds.py", "--members", "0", "--repeats", "1")
+def test_bench_seeds_refuses_bad_counts(tmp_path: Path) -> None:
+    proc = run("bench_seeds.py", "--members", "0", "--repeats", "1", "--json", str(tmp_path / "b.json"))
     assert proc.returncode == 2 and "--members" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def bench_seeds():
+    """scripts/bench_seeds.py as a module, to run `main` in-process."""
+    spec = importlib.util.spec_from_file_location("bench_seeds_main_under_test", REPO / "scripts" / "bench_seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--json", "missing/x.json"], "its folder"),
+    (["--json", "a_folder"], "it is a folder"),
+    (["--json", "file/x.json"], "is not a folder"),
+    (["--json", "n" * 300 + ".json"], "bytes long"),
+    (["--json", "old.json"], "the file exists"),
+    (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    (["--members", str(10**6)], "--members must be in [1, 4096]"),
+    (["--child", "x", "1", "1", "CartPole-v1", "{}"], "--child is internal"),
+], ids=["json-missing-folder", "json-a-folder", "json-under-a-file", "json-name-too-long", "json-exists",
+        "unknown-env", "members-huge", "bad-child"])
+def test_bench_seeds_checks_outputs_and_inputs_before_any_child_runs(args, fragment, bench_seeds, capsys, monkeypatch,
+                                                                     tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "old.json").write_text("earlier figures")
+    monkeypatch.setattr(bench_seeds.subprocess, "run", lambda *a, **k: pytest.fail("a child ran despite bad input"))
+    before = {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")}
+    with pytest.raises(SystemExit) as exc:
+        bench_seeds.main(["--members", "1", "--repeats", "1", *args])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")} == before
+
+
+def test_a_failing_child_is_one_line_and_status_1(bench_seeds, capsys, monkeypatch, tmp_path):
+    def failing_child(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr="Traceback ...\nMemoryError: no room")
+
+    monkeypatch.setattr(bench_seeds.subprocess, "run", failing_child)
+    assert bench_seeds.main(["--members", "1", "--repeats", "1", "--json", str(tmp_path / "b.json")]) == 1
+    out, err = capsys.readouterr()
+    assert err == "bench_seeds.py: error: the batch run of 1 seed(s) failed (status 1): MemoryError: no room\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_flops_count_matches_the_layers() -> None:
@@ -65,7 +114,7 @@ def test_aggregate_seeds_joins_two_batches_into_one_aggregate(tmp_path: Path) ->
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "joined"
     common = [*TINY, "--no-progress", "--final-eval-episodes", "3"]
     for folder, seeds in ((a, "0-1"), (b, "2")):
-        proc = run("train_seeds.py", "--seeds", seeds, "--out", str(folder), *common)
+        proc = run("train_seeds.py", "--seeds", seeds, "--out", str(folder), "--preset", "none", *common)
         assert proc.returncode == 0, proc.stderr
     proc = run("aggregate_seeds.py", str(a), str(b), "--out", str(out))
     assert proc.returncode == 0, proc.stderr

@@ -2,6 +2,7 @@
 medians over the seeds, the time split by phase, nothing left in the temporary folder, and a one-line error instead
 of a traceback when the runs folder is already used."""
 
+import importlib.util
 import json
 import os
 import statistics
@@ -9,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
 ARGS = ["--seeds", ",".join(map(str, SEEDS)), "--total-steps", "1500", "--n-envs", "4", "--learning-starts", "200",
-        "--eval-freq", "500", "--eval-episodes", "3", "--best-eval-episodes", "3", "--hidden-sizes", "16"]
+        "--eval-freq", "500", "--eval-episodes", "3", "--final-eval-episodes", "3", "--hidden-sizes", "16"]
 
 
 def run(*args: str, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
@@ -83,3 +86,53 @@ def test_bad_option_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--total-steps" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def script():
+    """scripts/benchmark.py as a module, to run `main` in-process."""
+    spec = importlib.util.spec_from_file_location("benchmark_under_test", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--json", "missing/x.json"], "its folder"),
+    (["--json", "a_folder"], "it is a folder"),
+    (["--json", "file/x.json"], "is not a folder"),
+    (["--json", "n" * 300 + ".json"], "bytes long"),
+    (["--json", "old.json"], "the file exists"),
+    (["--out", "file"], "it is a file, not a folder"),
+    (["--out", "file/runs"], "is not a folder"),
+    (["--out", "n" * 300], "bytes long"),
+    (["--out", "runs", "--seeds", "0-3"], "a run of seed 3"),  # seeds 0-2 would have trained before the refusal
+    (["--seeds", str(2**40)], "--seeds[0] must be an integer <= 4294967295"),
+    (["--final-eval-episodes", "0"], "--final-eval-episodes must be an integer from 1 to 1000000, got 0"),
+    (["--total-steps", str(10**30)], "--total-steps must be an integer from 1 to 1000000000"),
+], ids=["json-missing-folder", "json-a-folder", "json-under-a-file", "json-name-too-long", "json-exists",
+        "out-a-file", "out-under-a-file", "out-name-too-long", "out-seed-3-holds-a-run", "seed-too-large",
+        "zero-final-episodes", "total-steps-huge"])
+def test_every_output_is_checked_before_the_first_seed_trains(args, fragment, script, capsys, monkeypatch,
+                                                              tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "old.json").write_text("earlier figures")
+    (tmp_path / "runs" / "seed3").mkdir(parents=True)
+    (tmp_path / "runs" / "seed3" / "summary.json").write_text("{}")
+    monkeypatch.setattr(script, "run_seed", lambda *a, **k: pytest.fail("trained despite bad input"))
+    before = {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")}
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--seeds", "0", *args])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")} == before
+
+
+def test_help_shows_every_default() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    options = [line for line in proc.stdout.split("options:")[1].split("DQN hyperparameters")[0].split("\n  -")[2:]]
+    assert options and all("default" in " ".join(o.split()) for o in options if not o.startswith("-force")), options

@@ -2,11 +2,13 @@
 checkpoint, and a model of one seed of a batch), and one-line errors on bad input."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,16 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def evaluate_report(*args: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """`evaluate.py ARGS --json PATH` (PATH in a fresh folder): the process and the results it wrote (None if none)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "results.json"
+        result = run_evaluate(*args, "--json", path)
+        report = json.loads(path.read_text()) if path.exists() else None
+    assert "{" not in result.stdout  # stdout stays human text
+    return result, report
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -73,42 +85,40 @@ def batch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluates_a_trained_agent(agent_file):
-    result = run_evaluate(agent_file, "--episodes", "3", "--json")
+    result, report = evaluate_report(agent_file, "--episodes", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    report = json.loads(lines[-1])
     assert len(report["returns"]) == 3 and report["episodes"] == 3
     assert report["mean"] == pytest.approx(np.mean(report["returns"]))
     assert report["std"] == pytest.approx(np.std(report["returns"]))
     assert report["env_id"] == "CartPole-v1" and report["checkpoint"] == str(agent_file)
     assert all(1 <= r <= 500 for r in report["returns"])
-    assert any(f"{report['mean']:.2f} ± {report['std']:.2f} over 3 episodes" in line for line in lines[:-1])
+    assert any(f"{report['mean']:.2f} ± {report['std']:.2f} over 3 episodes" in line for line in lines)
+    assert lines[-1].startswith("results in ") and lines[-1].endswith("results.json")
 
 
 def test_same_seed_same_returns(agent_file):
-    first, second = (json.loads(run_evaluate(agent_file, "--episodes", "3", "--seed", "7", "--json").stdout
-                                .splitlines()[-1]) for _ in range(2))
+    first, second = (evaluate_report(agent_file, "--episodes", "3", "--seed", "7")[1] for _ in range(2))
     assert first["returns"] == second["returns"]
 
 
 def test_env_id_defaults_to_the_one_in_the_file(agent, tmp_path):
     path = agent.save(tmp_path / "best.npz", meta={"env_id": "CartPole-v0"})
-    result = run_evaluate(path, "--episodes", "2", "--json")
+    result, report = evaluate_report(path, "--episodes", "2")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1])["env_id"] == "CartPole-v0"
+    assert report["env_id"] == "CartPole-v0"
     assert_one_line_error(run_evaluate(agent.save(path, meta={"env_id": "NoSuchEnv-v0"})), "NoSuchEnv-v0")
-    result = run_evaluate(agent.save(path), "--episodes", "2", "--json")  # a file that names no env_id
+    result, report = evaluate_report(agent.save(path), "--episodes", "2")  # a file that names no env_id
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1])["env_id"] == "CartPole-v1"
+    assert report["env_id"] == "CartPole-v1"
 
 
 def test_evaluates_a_training_checkpoint(run_dir, agent_file):
     # A single run's checkpoint.npz holds the engine of one member: its online network is the final model's.
-    from_checkpoint = run_evaluate(run_dir / "checkpoint.npz", "--episodes", "2", "--json")
+    from_checkpoint, report = evaluate_report(run_dir / "checkpoint.npz", "--episodes", "2")
     assert from_checkpoint.returncode == 0, from_checkpoint.stderr
-    report = json.loads(from_checkpoint.stdout.splitlines()[-1])
     assert len(report["returns"]) == 2 and report["env_id"] == "CartPole-v1"
-    from_model = json.loads(run_evaluate(agent_file, "--episodes", "2", "--json").stdout.splitlines()[-1])
+    from_model = evaluate_report(agent_file, "--episodes", "2")[1]
     assert report["returns"] == from_model["returns"]
 
 
@@ -116,20 +126,18 @@ def test_a_run_folder_evaluates_its_best_checkpoint_and_says_so(agent_file, tmp_
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "best.npz").write_bytes(agent_file.read_bytes())
-    from_folder = run_evaluate(run_dir, "--episodes", "3", "--json")
-    from_file = run_evaluate(run_dir / "best.npz", "--episodes", "3", "--json")
+    from_folder, folder_report = evaluate_report(run_dir, "--episodes", "3")
+    from_file, file_report = evaluate_report(run_dir / "best.npz", "--episodes", "3")
     assert from_folder.returncode == 0, from_folder.stderr
     assert f"{run_dir} is a run folder: evaluating its best checkpoint {run_dir / 'best.npz'}" in from_folder.stdout
-    assert json.loads(from_folder.stdout.splitlines()[-1])["returns"] == json.loads(
-        from_file.stdout.splitlines()[-1])["returns"]
+    assert folder_report["returns"] == file_report["returns"]
 
 
 @pytest.mark.parametrize("k", [0, 1])
 def test_evaluates_the_best_model_of_one_seed_of_a_batch(batch_dir, k):
     path = batch_dir / f"seed{k}" / "best.npz"
-    result = run_evaluate(path, "--episodes", "3", "--seed", "5", "--json")
+    result, report = evaluate_report(path, "--episodes", "3", "--seed", "5")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.splitlines()[-1])
     assert report["checkpoint"] == str(path) and report["env_id"] == "CartPole-v1" and report["episodes"] == 3
     assert load_checkpoint(path).meta["seed"] == k  # member k's model, in seed k's folder
     # the same greedy episodes as member k's model evaluated here, from reset seeds 5, 6, 7
@@ -140,10 +148,10 @@ def test_evaluates_the_best_model_of_one_seed_of_a_batch(batch_dir, k):
         env.close()
     assert report["returns"] == expected.tolist()
     # its seed folder evaluates that same file
-    from_folder = run_evaluate(batch_dir / f"seed{k}", "--episodes", "3", "--seed", "5", "--json")
+    from_folder, folder_report = evaluate_report(batch_dir / f"seed{k}", "--episodes", "3", "--seed", "5")
     assert from_folder.returncode == 0, from_folder.stderr
     assert f"evaluating its best checkpoint {path}" in from_folder.stdout
-    assert json.loads(from_folder.stdout.splitlines()[-1])["returns"] == report["returns"]
+    assert folder_report["returns"] == report["returns"]
 
 
 def test_the_seeds_of_a_batch_are_different_models(batch_dir):
@@ -255,11 +263,124 @@ def test_a_dueling_or_prioritized_model_file_says_its_head_and_evaluates(options
     loaded = DQNAgent.load(path)
     assert loaded.config.dueling and isinstance(loaded.online.layers[-1], Dueling)
     assert loaded.online.params["W2"].shape == (3, 16)  # V and two advantages
-    result = run_evaluate(path, "--episodes", "3", "--seed", "5", "--json")
+    result, report = evaluate_report(path, "--episodes", "3", "--seed", "5")
     assert result.returncode == 0, result.stderr
     env = VecEnv("CartPole-v1", 3, np.random.default_rng(5))
     try:
         expected = evaluate(loaded, env, 3, 5)
     finally:
         env.close()
-    assert json.loads(result.stdout.splitlines()[-1])["returns"] == expected.tolist()
+    assert report["returns"] == expected.tolist()
+
+
+# Bad input is one line and exit 2 with nothing written, whatever the value: the refusal happens before any work.
+
+LONG_NAME = "n" * 300  # longer than any file system's name limit (255 bytes on Linux)
+
+
+@pytest.fixture(scope="module")
+def evaluate_script():
+    """scripts/evaluate.py as a module, to run `main` in-process."""
+    spec = importlib.util.spec_from_file_location("evaluate_script_under_test", REPO / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_main(evaluate_script, capsys, *args) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `evaluate.py ARGS`, in-process."""
+    try:
+        status = evaluate_script.main([str(a) for a in args])
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def tree(folder: Path) -> dict[Path, bytes | None]:
+    """Every path under `folder` with its bytes (None for a folder): what a refusal must leave as it was."""
+    return {p: (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+def assert_refused_in_process(status, stdout, stderr, *fragments) -> None:
+    assert status == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: ") and "Traceback" not in stderr, stderr
+    assert stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (("--seed", str(10**23)), ("--seed must be an integer in [0, 2**63 - episodes]", str(10**23))),
+    (("--seed", str(2**63 - 2), "--episodes", "3"), ("[0, 9223372036854775805]", str(2**63 - 2))),
+    (("--seed", str(10**40)), ("(41 digits)",)),
+    (("--seed", "-1"), ("--seed",)),
+    (("--episodes", str(10**7)), ("--episodes must be in [1, 1000000]",)),
+    (("--episodes", "0"), ("--episodes must be in [1, 1000000], got 0",)),
+], ids=["seed-1e23", "seed-plus-episodes-beyond-int64", "seed-huge", "seed-negative", "episodes-huge",
+        "episodes-zero"])
+def test_out_of_range_numbers_are_one_line_naming_the_range(args, fragments, agent_file, evaluate_script, capsys,
+                                                            tmp_path):
+    before = tree(tmp_path)
+    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, *args, "--json", tmp_path / "r.json")
+    assert_refused_in_process(status, stdout, stderr, *fragments)
+    assert tree(tmp_path) == before
+
+
+def test_the_largest_seed_the_episodes_allow_evaluates(agent_file, evaluate_script, capsys, tmp_path):
+    status, _, stderr = run_main(evaluate_script, capsys, agent_file, "--seed", 2**63 - 3, "--episodes", 3,
+                                 "--json", tmp_path / "r.json")
+    assert status == 0, stderr
+    assert json.loads((tmp_path / "r.json").read_text())["seed"] == 2**63 - 3
+
+
+@pytest.mark.parametrize(("where", "fragments"), [
+    ("missing/r.json", ("its folder", "does not exist")),
+    ("a_folder", ("it is a folder",)),
+    ("file/r.json", ("is not a folder",)),
+    (LONG_NAME + ".json", ("is 305 bytes long",)),
+    ("old.json", ("the file exists", "--force")),
+    ("read_only/r.json", ("permission denied",)),
+], ids=["missing-folder", "a-folder", "under-a-file", "name-too-long", "existing-file", "unwritable-folder"])
+def test_an_unusable_json_path_is_refused_before_evaluating(where, fragments, agent_file, evaluate_script, capsys,
+                                                            tmp_path, monkeypatch):
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "old.json").write_text("earlier results")
+    (tmp_path / "read_only").mkdir(mode=0o500)
+    if os.geteuid() == 0 and where.startswith("read_only"):  # root writes anywhere: what a user meets is os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "read_only")
+    calls = []
+    monkeypatch.setattr(evaluate_script, "evaluate", lambda *a, **k: calls.append(a))
+    before = tree(tmp_path)
+    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json",
+                                      tmp_path / where)
+    assert_refused_in_process(status, stdout, stderr, "--json", *fragments)
+    assert tree(tmp_path) == before and calls == []  # nothing written, nothing evaluated
+
+
+def test_force_replaces_an_existing_json_and_gif_is_refused_without_it(agent_file, evaluate_script, capsys, tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text("earlier results")
+    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json", old, "--force")
+    assert status == 0, stderr
+    assert json.loads(old.read_text())["episodes"] == 2 and f"results in {old}" in stdout
+    gif = tmp_path / "old.gif"
+    gif.write_bytes(b"an older GIF")
+    before = tree(tmp_path)
+    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--gif", gif)
+    assert_refused_in_process(status, stdout, stderr, f"--gif {gif}: the file exists", "--force")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: tmp / (LONG_NAME + ".npz"),
+    lambda tmp: tmp / LONG_NAME / "best.npz",
+    lambda tmp: tmp / LONG_NAME,
+], ids=["long-file-name", "long-folder-name", "long-run-folder"])
+def test_a_checkpoint_path_too_long_is_one_line(make, evaluate_script, capsys, tmp_path):
+    before = tree(tmp_path)
+    status, stdout, stderr = run_main(evaluate_script, capsys, make(tmp_path), "--episodes", "1")
+    assert_refused_in_process(status, stdout, stderr, LONG_NAME[:40])
+    assert tree(tmp_path) == before

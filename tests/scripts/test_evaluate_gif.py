@@ -83,12 +83,13 @@ def drawn_caption(size: tuple[int, int], text: str) -> tuple[np.ndarray, tuple[i
 def test_the_gif_replays_the_evaluation_and_shows_its_returns(agent_file, tmp_path):
     """As a user types it: every frame counted, sized, captioned and drawn as the evaluation's episodes were."""
     out = tmp_path / "agent.gif"
+    report_path = tmp_path / "report.json"
     result = subprocess.run([sys.executable, "scripts/evaluate.py", str(agent_file), "--episodes", "3", "--json",
-                             "--gif", str(out), "--gif-episodes", "3", "--gif-every", "1"],
+                             str(report_path), "--gif", str(out), "--gif-episodes", "3", "--gif-every", "1"],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    report = json.loads(result.stdout.splitlines()[-1])
+    report = json.loads(report_path.read_text())
     returns = report["returns"]
     assert f"gif {out}: 3 episode(s)" in result.stdout
     frames = gif_frames(out)
@@ -129,10 +130,10 @@ def test_the_gif_replays_the_evaluation_and_shows_its_returns(agent_file, tmp_pa
 @pytest.mark.parametrize("every", [2, 3])
 def test_every_keeps_every_nth_step_and_always_the_last(every, agent_file, evaluate_script, capsys, tmp_path):
     out = tmp_path / "every.gif"
-    status, stdout, _ = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json", "--gif", out,
-                                 "--gif-episodes", "2", "--gif-every", every)
+    status, stdout, _ = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json",
+                                 tmp_path / "report.json", "--gif", out, "--gif-episodes", "2", "--gif-every", every)
     assert status == 0
-    returns = json.loads(stdout.splitlines()[-1])["returns"]
+    returns = json.loads((tmp_path / "report.json").read_text())["returns"]
     frames = gif_frames(out)
     for i, length in enumerate(int(r) for r in returns):  # CartPole: the return is the episode's length
         steps = [comment["step"] for _, comment, _ in frames if comment["episode"] == i]
@@ -220,24 +221,25 @@ def test_a_gif_failing_after_the_evaluation_keeps_the_results_and_leaves_no_file
             yield frame
 
     monkeypatch.setattr(evaluate_script, "render_episodes", breaks_midway)
-    out = tmp_path / "agent.gif"
+    out, report = tmp_path / "agent.gif", tmp_path / "report.json"
     out.write_bytes(b"an older GIF")
-    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json", "--gif", out)
+    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json", report,
+                                      "--gif", out, "--force")  # --force: the older GIF may be replaced
     assert status == 1
-    assert "return " in stdout and json.loads(stdout.splitlines()[-1])["gif"] is None
+    assert "return " in stdout and json.loads(report.read_text())["gif"] is None  # the results, written first
     assert stderr.strip().splitlines() == [f"evaluate.py: warning: could not write the GIF {out}: EnvError: the "
                                            "renderer broke"]
-    assert sorted(tmp_path.iterdir()) == [out] and out.read_bytes() == b"an older GIF"  # no temporary file left
+    assert sorted(tmp_path.iterdir()) == [out, report] and out.read_bytes() == b"an older GIF"  # no temporary file
 
 
 def test_a_gif_whose_return_differs_from_the_evaluation_says_so(agent_file, evaluate_script, capsys, monkeypatch,
                                                                 tmp_path):
     real = evaluate_script.evaluate
     monkeypatch.setattr(evaluate_script, "evaluate", lambda *args, **kwargs: real(*args, **kwargs) + 1.0)
-    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "1", "--json", "--gif",
-                                      tmp_path / "agent.gif")
+    status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "1", "--json",
+                                      tmp_path / "report.json", "--gif", tmp_path / "agent.gif")
     assert status == 0 and (tmp_path / "agent.gif").exists()
-    report = json.loads(stdout.splitlines()[-1])
+    report = json.loads((tmp_path / "report.json").read_text())
     (shown,) = [e["return"] for e in report["gif"]["episodes"]]
     assert stderr.strip().splitlines() == [f"evaluate.py: warning: the GIF's episode 0 earned {shown:g} but the "
                                            f"evaluation's {shown + 1:g} (the rendered env and the vector env "

@@ -59,7 +59,26 @@ def test_impossible_tolerance_fails_with_status_1():
     assert "FAIL:" in result.stdout
 
 
-def test_bad_argument_is_a_usage_error():
-    result = run_check("--batch", "0")
-    assert result.returncode == 2
-    assert "--batch" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--batch-size", "0"), "--batch-size must be an integer from 1 to --transitions (300), got 0"),
+    (("--batch-size", "301"), "--batch-size must be an integer from 1 to --transitions (300), got 301"),
+    (("--tol", "-1"), "--tol must be a number in (0, 1)"),
+    (("--tol", "nan"), "--tol must be a number in (0, 1)"),
+    (("--tol", "0"), "--tol must be a number in (0, 1)"),
+    (("--tol", "inf"), "--tol must be a number in (0, 1)"),
+    (("--tol", "1"), "--tol must be a number in (0, 1)"),
+    (("--max-entries", "0"), "--max-entries must be at least 1, got 0"),
+    (("--seed", "-1"), "--seed must be an integer from 0 to"),
+    (("--seed", str(10**30)), "--seed must be an integer from 0 to"),
+    (("--transitions", str(10**9)), "--transitions must be an integer from 1 to 100000"),
+    (("--hidden-sizes", "0"), "--hidden-sizes must be 1 to 8 widths, each 1 to 1024, got [0]"),
+    (("--hidden-sizes", "4096"), "each 1 to 1024"),
+    (("--hidden", "4", "--lr", "1"), "unrecognized arguments: --lr 1"),
+], ids=lambda v: "-".join(v) if isinstance(v, tuple) else None)
+def test_bad_argument_is_a_one_line_usage_error(args, fragment, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gradcheck_td.py"), *args], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("gradcheck_td.py: error: "), result.stderr
+    assert fragment in result.stderr
+    assert list(tmp_path.iterdir()) == []  # run from an empty folder: it stays empty

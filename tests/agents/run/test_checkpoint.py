@@ -652,10 +652,11 @@ def test_version_1_model_file_loads_with_one_step_one_env_defaults(tmp_path: Pat
 def test_version_1_model_file_evaluates_with_the_script(tmp_path: Path) -> None:
     path, _, _ = _v1_model_file(tmp_path / "final.npz")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "scripts/evaluate.py", str(path), "--episodes", "2", "--json"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "scripts/evaluate.py", str(path), "--episodes", "2", "--json", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout.splitlines()[-1])
+    result = json.loads(out.read_text())
     assert result["env_id"] == "CartPole-v1" and result["episodes"] == 2 and len(result["returns"]) == 2
 
 
