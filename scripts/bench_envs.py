@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.run.aggregate import check_output_file
 from agents.run.checkpoint import atomic_open
 from agents.run.cli import OneLineParser, fail
+from agents.validate import MAX_SEED
 from envs import VecEnv
 
 CASES = (
@@ -104,21 +106,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+MAX_STEPS = 1_000_000
+"""Most step calls per repeat (a larger figure is a typo, not a benchmark: 10**6 calls already take minutes)."""
+MAX_REPEATS = 1_000
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="bench_envs.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000, help="step calls per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case (median reported)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the episode seeds and the actions")
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON line to PATH")
+    parser.add_argument("--steps", type=int, default=2000, help=f"step calls per timed repeat, 1 to {MAX_STEPS} "
+                        "(default 2000)")
+    parser.add_argument("--repeats", type=int, default=5, help=f"timed repeats per case (median reported), 1 to "
+                        f"{MAX_REPEATS} (default 5)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"seed of the episode seeds and the actions, 0 to {MAX_SEED} (default 0)")
+    parser.add_argument("--json", metavar="PATH", help="also write the JSON line to PATH (default: no file)")
+    parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     parser.add_argument("--quick", action="store_true", help="tiny run (20 steps, 2 repeats) for smoke tests")
     args = parser.parse_args(argv)
     steps, repeats = (20, 2) if args.quick else (args.steps, args.repeats)
-    if steps < 1 or repeats < 1:
-        fail(parser.prog, f"--steps and --repeats must be >= 1, got {steps} and {repeats}")
-    if args.seed < 0:
-        fail(parser.prog, f"--seed must be >= 0, got {args.seed}")
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        fail(parser.prog, f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
+    if not (1 <= steps <= MAX_STEPS and 1 <= repeats <= MAX_REPEATS):
+        fail(parser.prog, f"--steps must be 1 to {MAX_STEPS} and --repeats 1 to {MAX_REPEATS}, got {steps} and "
+                          f"{repeats}")
+    if not 0 <= args.seed <= MAX_SEED:
+        fail(parser.prog, f"--seed must be 0 to {MAX_SEED}, got {args.seed}")
+    if args.json:
+        try:
+            check_output_file("--json", args.json, args.force)
+        except ValueError as e:
+            fail(parser.prog, str(e))
 
     cpu = cpu_name()
     print(f"VecEnv.step, random actions (median of {repeats} interleaved repeats x {steps} calls) on {cpu}")

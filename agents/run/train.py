@@ -53,6 +53,8 @@ FINAL_EVAL_SEED = 2_000_000_000  # the final evaluation's episodes start from re
 MAX_EVAL_ENVS = 100  # final evaluations of more episodes run in waves (the numbers do not depend on it)
 DEFAULT_TOTAL_STEPS = 50_000
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+MAX_TOTAL_STEPS = 10**10
+"""The largest budget per seed (ten billion transitions: months of one core; a larger one is a typo)."""
 AGGREGATE_SEED = 0  # the bootstrap's Generator: the same summaries always give the same intervals
 BATCH_FILE_NAMES = ("config.json", "checkpoint.npz", "summary.json", "aggregate.json", "aggregate.png")
 COMMANDS = {"single": "python scripts/train_cartpole.py", "batch": "python scripts/train_seeds.py"}
@@ -322,6 +324,8 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
 
 def _check_budget(config: DQNConfig, total_steps: int, notify: Callable[[str], None]) -> None:
     """Refuse a budget that leaves no gradient step; say up front when it is rounded up to whole vector steps."""
+    if total_steps > MAX_TOTAL_STEPS:
+        raise ValueError(f"total_steps must be at most {MAX_TOTAL_STEPS:,} (10**10), got {total_steps}")
     E = config.n_envs
     taken = -(-total_steps // E) * E  # the loop ends on the first multiple of E at or past the budget
     if total_steps < E:

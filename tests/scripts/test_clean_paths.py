@@ -44,6 +44,7 @@ def refused(proc: subprocess.CompletedProcess, *words: str) -> str:
     (["--env-id", "  "], ["--env-id must name a Gymnasium environment"]),
     (["--total-steps", "16"], ["total_steps 16 leaves no gradient step", "learning starts after 32 steps"]),
     (["--total-steps", "64", "--n-envs", "100000"], ["n_envs 100000 is more than total_steps 64"]),
+    (["--total-steps", str(10**30)], ["total_steps must be at most 10,000,000,000", str(10**30)]),
 ])
 def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path: Path, args: list[str], words: list[str]) -> None:
     out = tmp_path / "run"
