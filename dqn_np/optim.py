@@ -291,3 +291,58 @@ def clip_per_member(arrays: Sequence[np.ndarray], max_norm: float) -> np.ndarray
         for g in arrays:
             g *= scale.reshape(S, *(1,) * (g.ndim - 1)).astype(g.dtype, copy=False)
     return norms
+
+
+class FlatClipper:
+    """`clip_per_member` for gradients that tile one flat buffer (an `MLP`'s `flat_grads`), in a fixed few calls.
+
+    Member s's squared norm is `sum_k sum(g_k[s]^2)` over the parameter blocks k. Every square is formed in float64
+    (exact for float32 gradients), one `reduceat` sums each (block, member) segment, and one reduction over a
+    contiguous `(S, K)` copy adds member s's K block sums in layout order: the same additions in the same order for
+    member s whatever S is, so a seed alone and the same seed in a batch get the same norm, bit for bit. It rounds
+    differently from `clip_per_member` (whose per-array sums run inside `einsum`), at the last float64 bit.
+
+    Args:
+        arrays: the gradient views `(S, ...)` that tile `flat` back to back, in order (an unstacked network's
+            arrays with a leading axis of 1, `g[None]`).
+        flat: `(n_params,)`, the buffer they tile.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray], flat: np.ndarray) -> None:
+        S = arrays[0].shape[0]
+        if _tiled(tuple(arrays)) is not flat or not all(g.size and g.shape[0] == S for g in arrays):
+            raise ValueError("FlatClipper needs non-empty (S, ...) arrays that tile the flat buffer in order")
+        starts, offset = [], 0
+        for g in arrays:  # block k of member s starts at offset_k + s * size_k
+            starts += range(offset, offset + g.size, g.size // S)
+            offset += g.size
+        self.arrays, self.flat, self.members = tuple(arrays), flat, S
+        self._starts = np.array(starts, dtype=np.intp)  # (K S,), block-major
+        self._squares = np.empty(flat.size, dtype=np.float64)  # g^2, exact for float32
+        self._parts = np.empty(len(starts), dtype=np.float64)  # (K S,): sum(g_k[s]^2), block-major
+        self._by_member = (self._parts.reshape(1, -1) if S == 1  # the same sums, member-major
+                           else np.empty((S, len(arrays)), dtype=np.float64))
+        self._scale_shapes = [(S, *(1,) * (g.ndim - 1)) for g in arrays]  # (S,) broadcast over each array
+
+    def __call__(self, max_norm: float) -> np.ndarray:
+        """Measure and clip, in place; returns the `(S,)` float64 norms before clipping (a new array).
+
+        Members whose norm exceeds `max_norm` are scaled by `max_norm / (norm_s + 1e-6)`; a non-finite norm scales
+        nothing; `max_norm = inf` only measures.
+        """
+        squares = self._squares
+        np.copyto(squares, self.flat)  # to float64 first: a cast inside the multiply costs twice as much
+        np.square(squares, out=squares)
+        np.add.reduceat(squares, self._starts, out=self._parts)
+        if self.members > 1:  # (K, S) -> (S, K); one member's K sums are in that order already
+            np.copyto(self._by_member, self._parts.reshape(len(self.arrays), self.members).T)
+        norms = np.sqrt(np.add.reduce(self._by_member, axis=1))  # each member's K block sums, in layout order
+        if np.fmax.reduce(norms) > max_norm:  # the largest norm, NaN skipped: is any member over (inf included)?
+            over = np.isfinite(norms) & (norms > max_norm)  # a non-finite member is left for its caller to stop
+            scale = np.where(over, max_norm / (norms + 1e-6), 1.0).astype(self.flat.dtype)
+            if self.members == 1:
+                self.flat *= scale  # one member: one multiply, the same products as array by array
+            else:
+                for g, shape in zip(self.arrays, self._scale_shapes, strict=True):
+                    g *= scale.reshape(shape)  # member s's rows by scale[s]
+        return norms

@@ -14,8 +14,28 @@ Before timing, every network size is checked: from the same weights (target diff
 updates of library and reference, at batch 64 and then 128, must give the same parameters (rtol 1e-10), or the
 script exits 1.
 
+The floor. For sizes `(n_0, ..., n_L)` let `M = sum_i n_i n_(i+1)`, the multiply-adds of one row through the
+network. One Double DQN update multiplies
+
+    FLOPs = 2 B (3 M  +  M  +  M - n_0 n_1)
+
+three forward passes (target on s', online on s' and on s), the backward's `dW = delta.T @ h` for every layer and its
+`dL/dh = delta @ W` for every layer but the first (5.67 MFLOP for 4-64-64-2 at B = 128). The update runs them as these
+matmuls: each forward pass on `(B, n_i) @ (n_i, n_(i+1))`, `dW` on `(n_(i+1), B) @ (B, n_i)` and `dL/dh` on
+`(B, n_(i+1)) @ (n_(i+1), n_i)`. Each distinct shape is timed alone (the same operand layouts, transposed views
+included, one BLAS thread, the median of the repeats); the floor is the sum of those times over the update's matmuls,
+the µs the update would take if it did nothing but its matmuls, and the rate printed is FLOPs / floor. `lib/floor` is
+the measured update over it.
+
+Where the time goes: after the timed repeats, as many repeats again run with the agent's phase clock on
+(`DQNAgent.time_phases`), and the table gives the mean µs per update of each phase (`agents.algo.dqn.PHASES`) beside
+the wall time of those clocked updates, which the phases sum to within (the rest is the call and the clock itself).
+
 Usage:
-    PYTHONPATH=. python scripts/bench_update.py [--steps 300] [--repeats 15] [--json PATH] [--quick]
+    PYTHONPATH=. python scripts/bench_update.py [--steps 300] [--repeats 15] [--json PATH] [--quick] [--stacked]
+
+`--stacked` times the route every training run takes (`agents.run.train` builds a stacked agent; a single run is
+S = 1): the library side is a stacked agent of one member on batches with a leading member axis of 1.
 """
 
 import os
@@ -23,7 +43,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one BLAS thread; must be set before numpy is imported
 
-import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
@@ -34,9 +53,13 @@ from collections.abc import Callable  # noqa: E402
 import _reference_step as ref  # noqa: E402  (scripts/ is on sys.path when this file is run as a script)
 import numpy as np  # noqa: E402
 
-from agents.algo.dqn import DQNAgent  # noqa: E402
+from agents.algo.dqn import PHASES, DQNAgent  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.data.replay import Batch  # noqa: E402
+from agents.run.aggregate import check_output_file  # noqa: E402
+from agents.run.checkpoint import atomic_open  # noqa: E402
+from agents.run.cli import OneLineParser, fail  # noqa: E402
+from agents.validate import MAX_SEED  # noqa: E402
 
 SIZES = ((4, 64, 2), (4, 64, 64, 2), (4, 256, 256, 2))
 DTYPES = ("float32", "float64")
@@ -77,20 +100,30 @@ def make_pool(sizes: tuple[int, ...], dtype: str, batch: int, seed: int) -> list
     return pool
 
 
+def as_member_batch(b: Batch) -> Batch:
+    """`b` with a leading member axis of 1 (views), the batch a stacked agent of one member takes."""
+    return Batch(*(None if v is None else v[None] for v in b))
+
+
 def make_steppers(sizes: tuple[int, ...], dtype: str, batch: int, seed: int, max_norm: float = MAX_NORM,
-                  target_update_interval: int = TARGET_UPDATE_INTERVAL) -> tuple[Callable, Callable, DQNAgent, dict]:
+                  target_update_interval: int = TARGET_UPDATE_INTERVAL,
+                  stacked: bool = False) -> tuple[Callable, Callable, DQNAgent, dict]:
     """`(library, reference, agent, reference_state)`: two `step(batch)` functions starting from the same weights.
 
-    The target network is perturbed away from the online one, so that Double DQN's choice of a' matters.
+    The target network is perturbed away from the online one, so that Double DQN's choice of a' matters. With
+    `stacked`, the agent is a stacked one of S = 1 member (its weights drawn as the unstacked agent's), and
+    `library` takes batches with a leading member axis (`as_member_batch`).
     """
     config = DQNConfig(hidden_sizes=sizes[1:-1], dtype=dtype, learning_rate=LR, gamma=GAMMA, batch_size=batch,
                        buffer_size=max(batch, 1000), learning_starts=batch, double_dqn=True, loss="huber",
                        huber_delta=1.0, max_grad_norm=max_norm, optimizer="adam",
                        target_update_interval=target_update_interval)
-    agent = DQNAgent(sizes[0], sizes[-1], config, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    agent = DQNAgent(sizes[0], sizes[-1], config, [rng] if stacked else rng)
     agent.target.flat_params += 0.05 * np.random.default_rng(seed + 1).standard_normal(agent.target.flat_params.size)
-    state = ref.init([p.copy() for p in agent.online.params.values()],
-                     [p.copy() for p in agent.target.params.values()], batch, lr=LR, max_norm=max_norm,
+    one = (lambda p: p[0].copy()) if stacked else (lambda p: p.copy())  # the reference has no member axis
+    state = ref.init([one(p) for p in agent.online.params.values()],
+                     [one(p) for p in agent.target.params.values()], batch, lr=LR, max_norm=max_norm,
                      huber_delta=1.0, target_update_interval=target_update_interval)
 
     def reference(b: Batch) -> float:
@@ -99,7 +132,7 @@ def make_steppers(sizes: tuple[int, ...], dtype: str, batch: int, seed: int, max
     return agent.update, reference, agent, state
 
 
-def check_match(sizes: tuple[int, ...], seed: int) -> tuple[bool, float, int]:
+def check_match(sizes: tuple[int, ...], seed: int, stacked: bool = False) -> tuple[bool, float, int]:
     """`MATCH_STEPS` float64 updates at each batch size of both sides.
 
     The library continues from batch 64 to batch 128 (its buffers per batch size); the reference, which is built for
@@ -109,7 +142,8 @@ def check_match(sizes: tuple[int, ...], seed: int) -> tuple[bool, float, int]:
         Whether online and target parameters agree within `MATCH_RTOL`, the largest relative difference, and how
         many of the library's updates were clipped.
     """
-    library, reference, agent, state = make_steppers(sizes, "float64", BATCHES[0], seed, MATCH_MAX_NORM, MATCH_SYNC)
+    library, reference, agent, state = make_steppers(sizes, "float64", BATCHES[0], seed, MATCH_MAX_NORM, MATCH_SYNC,
+                                                     stacked)
     clipped = 0
     for i, batch in enumerate(BATCHES):
         if i:
@@ -123,7 +157,7 @@ def check_match(sizes: tuple[int, ...], seed: int) -> tuple[bool, float, int]:
                 return ref.train_step(state, b)
 
         for b in make_pool(sizes, "float64", batch, seed)[:MATCH_STEPS]:
-            clipped += library(b)["grad_norm"] > MATCH_MAX_NORM
+            clipped += float(np.max(library(as_member_batch(b) if stacked else b)["grad_norm"])) > MATCH_MAX_NORM
             reference(b)
     pairs = [(agent.online.flat_params, state["flat_p"]), (agent.target.flat_params, state["flat_tp"])]
     ok = all(np.allclose(a, b, rtol=MATCH_RTOL, atol=0.0) for a, b in pairs)
@@ -146,21 +180,94 @@ def mean_step_seconds(step: Callable, pool: list[Batch], steps: int) -> float:
             gc.enable()
 
 
-def bench(sizes: tuple[int, ...], dtype: str, batch: int, steps: int, repeats: int, seed: int) -> dict:
-    """Medians over `repeats` of the mean µs per update and of the paired ratios, the two sides interleaved (ABAB)."""
-    library, reference, _, _ = make_steppers(sizes, dtype, batch, seed)
+def update_flops(sizes: tuple[int, ...], batch: int) -> int:
+    """`2 B (3 M + M + M - n_0 n_1)` with `M = sum_i n_i n_(i+1)`: one Double DQN update's matmul FLOPs."""
+    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return 2 * batch * (3 * macs + macs + macs - sizes[0] * sizes[1])
+
+
+def update_matmuls(sizes: tuple[int, ...], batch: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """The update's matmuls as `(kind, (rows, inner, cols))`, in call order, one entry per call.
+
+    `fwd`: `x @ W.T`, with `W: (cols, inner)` (three passes: target on s', online on s' and on s);
+    `dW`: `delta.T @ h` with `delta: (inner, rows)` (B rows summed); `dx`: `delta @ W`, `W: (inner, cols)`.
+    """
+    layers = list(zip(sizes[:-1], sizes[1:], strict=True))
+    calls = [("fwd", (batch, a, b)) for _ in range(3) for a, b in layers]
+    for i in range(len(layers) - 1, -1, -1):
+        a, b = layers[i]
+        calls.append(("dW", (b, batch, a)))
+        if i:
+            calls.append(("dx", (batch, b, a)))
+    return calls
+
+
+def time_matmul(kind: str, shape: tuple[int, int, int], dtype: str, lead: tuple[int, ...], calls: int,
+                repeats: int) -> float:
+    """Median over `repeats` of the mean seconds of one such `np.matmul` (operands laid out as the update's)."""
+    rows, inner, cols = shape
+    rng = np.random.default_rng(0)
+    if kind == "fwd":
+        left = rng.standard_normal((*lead, rows, inner)).astype(dtype)
+        right = rng.standard_normal((*lead, cols, inner)).astype(dtype).swapaxes(-1, -2)  # W.T, a view
+    elif kind == "dW":
+        left = rng.standard_normal((*lead, inner, rows)).astype(dtype).swapaxes(-1, -2)  # delta.T, a view
+        right = rng.standard_normal((*lead, inner, cols)).astype(dtype)
+    else:
+        left = rng.standard_normal((*lead, rows, inner)).astype(dtype)
+        right = rng.standard_normal((*lead, inner, cols)).astype(dtype)
+    out = np.empty((*lead, rows, cols), dtype)
+    for _ in range(3):  # warm up: the first calls pay for page faults and cold caches
+        np.matmul(left, right, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            np.matmul(left, right, out=out)
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def floor(sizes: tuple[int, ...], dtype: str, batch: int, stacked: bool, steps: int, repeats: int) -> dict:
+    """The update's FLOPs, each distinct matmul shape timed alone, and their sum over the update: the floor."""
+    matmuls = update_matmuls(sizes, batch)
+    shapes = []
+    for kind, shape in dict.fromkeys(matmuls):  # distinct, in call order
+        seconds = time_matmul(kind, shape, dtype, (1,) if stacked else (), max(steps, 50), max(repeats, 5))
+        flops = 2 * shape[0] * shape[1] * shape[2]
+        shapes.append({"kind": kind, "shape": list(shape), "count": matmuls.count((kind, shape)), "us": 1e6 * seconds,
+                       "gflops": flops / seconds / 1e9})
+    floor_us = sum(m["count"] * m["us"] for m in shapes)
+    flops = update_flops(sizes, batch)
+    return {"mflop": flops / 1e6, "floor_us": floor_us, "gflops": flops / floor_us / 1e3, "matmuls": shapes}
+
+
+def bench(sizes: tuple[int, ...], dtype: str, batch: int, steps: int, repeats: int, seed: int,
+          stacked: bool = False) -> dict:
+    """Medians over `repeats` of the mean µs per update and of the paired ratios, the two sides interleaved (ABAB);
+    then the floor, and the phases of as many clocked repeats of the library."""
+    library, reference, agent, _ = make_steppers(sizes, dtype, batch, seed, stacked=stacked)
     pool = make_pool(sizes, dtype, batch, seed)
+    lib_pool = [as_member_batch(b) for b in pool] if stacked else pool
     warmup = max(steps // 10, 5)
-    mean_step_seconds(library, pool, warmup)
+    mean_step_seconds(library, lib_pool, warmup)
     mean_step_seconds(reference, pool, warmup)
     lib_us, ref_us = [], []
     for _ in range(repeats):
-        lib_us.append(1e6 * mean_step_seconds(library, pool, steps))
+        lib_us.append(1e6 * mean_step_seconds(library, lib_pool, steps))
         ref_us.append(1e6 * mean_step_seconds(reference, pool, steps))
     ratio = statistics.median(a / b for a, b in zip(lib_us, ref_us, strict=True))
-    return {"size": name_of(sizes), "dtype": dtype, "batch": batch, "library_us": statistics.median(lib_us),
-            "reference_us": statistics.median(ref_us), "ratio": ratio, "library_us_repeats": lib_us,
-            "reference_us_repeats": ref_us}
+    phase_seconds = agent.time_phases(True)
+    clocked = sum(mean_step_seconds(library, lib_pool, steps) for _ in range(repeats)) / repeats
+    agent.time_phases(False)
+    phases_us = {k: 1e6 * v / (repeats * steps) for k, v in phase_seconds.items()}
+    result = {"size": name_of(sizes), "dtype": dtype, "batch": batch, "library_us": statistics.median(lib_us),
+              "reference_us": statistics.median(ref_us), "ratio": ratio, "library_us_repeats": lib_us,
+              "reference_us_repeats": ref_us}
+    result.update(floor(sizes, dtype, batch, stacked, steps, repeats))
+    result.update(floor_ratio=result["library_us"] / result["floor_us"], phases_us=phases_us,
+                  clocked_us=1e6 * clocked)
+    return result
 
 
 def estimate_seconds(steps: int, repeats: int, seed: int) -> float:
@@ -173,7 +280,8 @@ def estimate_seconds(steps: int, repeats: int, seed: int) -> float:
                 pool = make_pool(sizes, dtype, batch, seed)
                 mean_step_seconds(library, pool, 2)
                 per_step = mean_step_seconds(library, pool, 5)
-                total += 2 * per_step * (repeats * steps + max(steps // 10, 5)) + 0.01  # + building the pools
+                # both sides, the clocked repeats and the matmuls alone (about one more side), + building the pools
+                total += 4 * per_step * repeats * steps + 2 * per_step * max(steps // 10, 5) + 0.01
     return total
 
 
@@ -201,17 +309,36 @@ def machine_info() -> dict:
     return info
 
 
+MAX_STEPS = 1_000_000
+"""Most updates per repeat (more is a typo: 10**6 updates already take minutes)."""
+MAX_REPEATS = 1_000
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="updates per timed repeat")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats per side (the median is reported)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch pool")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser = OneLineParser(prog="bench_update.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300,
+                        help=f"updates per timed repeat, 1 to {MAX_STEPS} (default 300)")
+    parser.add_argument("--repeats", type=int, default=15,
+                        help=f"timed repeats per side (the median is reported), 1 to {MAX_REPEATS} (default 15)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"seed of the weights and the batch pool, 0 to {MAX_SEED} (default 0)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH (default: no file)")
+    parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     parser.add_argument("--quick", action="store_true", help="tiny run (20 steps, 2 repeats) for smoke tests")
+    parser.add_argument("--stacked", action="store_true",
+                        help="time a stacked agent of one member, the route of every training run")
     args = parser.parse_args(argv)
     steps, repeats = (20, 2) if args.quick else (args.steps, args.repeats)
-    if steps < 1 or repeats < 1:
-        parser.error(f"--steps and --repeats must be >= 1, got {steps} and {repeats}")
+    if not (1 <= steps <= MAX_STEPS and 1 <= repeats <= MAX_REPEATS):
+        fail(parser.prog, f"--steps must be 1 to {MAX_STEPS} and --repeats 1 to {MAX_REPEATS}, got {steps} and "
+                          f"{repeats}")
+    if not 0 <= args.seed <= MAX_SEED:
+        fail(parser.prog, f"--seed must be 0 to {MAX_SEED}, got {args.seed}")
+    if args.json:
+        try:  # before the work: an unwritable path would lose every figure
+            check_output_file("--json", args.json, args.force)
+        except ValueError as e:
+            fail(parser.prog, str(e))
 
     machine = machine_info()
     print("machine:", ", ".join(f"{k}={v}" for k, v in machine.items()))
@@ -221,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     match = {}
     for sizes in SIZES:
-        ok, max_rel, clipped = check_match(sizes, args.seed)
+        ok, max_rel, clipped = check_match(sizes, args.seed, args.stacked)
         match[name_of(sizes)] = ok
         verdict = "match" if ok else "MISMATCH"
         print(f"{name_of(sizes):<12} float64, {MATCH_STEPS} updates at batch {BATCHES[0]} then {BATCHES[1]} "
@@ -230,25 +357,39 @@ def main(argv: list[str] | None = None) -> int:
         print("library and reference disagree; timings would compare different updates", file=sys.stderr)
         return 1
 
-    print(f"\nµs per update: medians of {repeats} repeats x {steps} updates, library and reference interleaved; "
-          "lib/ref is the median of the paired ratios")
-    print(f"{'size':<12} {'dtype':<8} {'batch':>5} {'library µs':>11} {'reference µs':>13} {'lib/ref':>8}")
+    route = "a stacked agent of S = 1" if args.stacked else "an unstacked agent"
+    print(f"\nµs per update ({route}): medians of {repeats} repeats x {steps} updates, library and reference "
+          "interleaved; lib/ref is the median of the paired ratios; floor = the update's matmuls timed alone")
+    print(f"{'size':<12} {'dtype':<8} {'batch':>5} {'library µs':>11} {'reference µs':>13} {'lib/ref':>8} "
+          f"{'MFLOP':>7} {'GFLOP/s':>8} {'floor µs':>9} {'lib/floor':>9}")
     results = []
     for sizes in SIZES:
         for dtype in DTYPES:
             for batch in BATCHES:
-                r = bench(sizes, dtype, batch, steps, repeats, args.seed)
+                r = bench(sizes, dtype, batch, steps, repeats, args.seed, args.stacked)
                 results.append(r)
                 print(f"{r['size']:<12} {dtype:<8} {batch:>5} {r['library_us']:>11.1f} {r['reference_us']:>13.1f} "
-                      f"{r['ratio']:>8.2f}", flush=True)
+                      f"{r['ratio']:>8.2f} {r['mflop']:>7.2f} {r['gflops']:>8.1f} {r['floor_us']:>9.1f} "
+                      f"{r['floor_ratio']:>9.2f}", flush=True)
     worst = max(results, key=lambda r: r["ratio"])
     print(f"worst ratio {worst['ratio']:.2f} ({worst['size']} {worst['dtype']} batch {worst['batch']})")
 
+    print(f"\nµs per update by phase ({repeats} clocked repeats x {steps} updates; `clocked` is their wall time)")
+    print(f"{'size':<12} {'dtype':<8} {'batch':>5} " + " ".join(f"{p[:9]:>9}" for p in PHASES) + f" {'clocked':>8}")
+    for r in results:
+        print(f"{r['size']:<12} {r['dtype']:<8} {r['batch']:>5} "
+              + " ".join(f"{r['phases_us'][p]:>9.1f}" for p in PHASES) + f" {r['clocked_us']:>8.1f}")
+
     if args.json:
-        record = {"steps": steps, "repeats": repeats, "machine": machine, "match": match, "results": results}
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1)
-            f.write("\n")
+        record = {"steps": steps, "repeats": repeats, "stacked": args.stacked, "machine": machine, "match": match,
+                  "phases": list(PHASES), "results": results}
+        try:
+            with atomic_open(args.json, "w") as f:
+                json.dump(record, f, indent=1)
+                f.write("\n")
+        except OSError as e:
+            print(f"bench_update.py: error: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return 0
 
 

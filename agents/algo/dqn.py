@@ -8,6 +8,8 @@ One update reads top to bottom like the derivation:
     delta2 = dL/dq, nonzero only in the column of the action taken
     grads  = backward(delta2); clip; optimizer step
 
+`time_phases` times each of these steps.
+
 A stacked agent (`rng` a list of S Generators) holds S independent agents on stacked networks: every array gains a
 leading member axis (`obs: (S, B, obs_dim)`, `q: (S, B, A)`), member s draws its weights and exploration from
 `rng[s]` alone, and the loss, clipping and divergence checks run per member. It is the same code with one more axis.
@@ -16,6 +18,8 @@ leading member axis (`obs: (S, B, obs_dim)`, `q: (S, B, A)`), member s draws its
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,29 @@ from dqn_np import MLP, SGD, Adam, Dueling, Linear
 from dqn_np._buffers import BufferCache
 from dqn_np._validate import as_2d, as_batch
 from dqn_np.losses import TDBuffers, td_loss_unchecked
-from dqn_np.optim import clip_per_member
+from dqn_np.optim import FlatClipper
+
+PHASES = ("check", "target", "online_forward", "loss", "backward", "clip", "optimizer", "sync", "metrics")
+"""The phases of `DQNAgent.update`, in order, as `time_phases` names them."""
+
+
+def _no_lap(phase: str | None) -> None:
+    """The phase clock while it is off."""
+
+
+class _PhaseClock:
+    """`lap(phase)` adds the seconds since the last lap to `seconds[phase]`; `lap(None)` only restarts."""
+
+    __slots__ = ("seconds", "_t")
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self._t = seconds, time.perf_counter()
+
+    def __call__(self, phase: str | None) -> None:
+        now = time.perf_counter()
+        if phase is not None:
+            self.seconds[phase] += now - self._t
+        self._t = now
 
 
 class DivergenceError(RuntimeError):
@@ -128,7 +154,10 @@ class DQNAgent:
         # per-member clipping reads these views; an unstacked agent is one member (the same sums, the same bits)
         grads = tuple(self.online.grads.values())
         self._grad_arrays = grads if self.members is not None else tuple(g[None] for g in grads)
+        self._clip = FlatClipper(self._grad_arrays, self.online.flat_grads)  # one pass over the flat gradient
         self._max_norm = config.max_grad_norm or math.inf  # 0 disables clipping; the norm is still measured
+        self.phase_seconds: dict[str, float] | None = None  # seconds per phase of `update`, while `time_phases` is on
+        self._lap: Callable[[str | None], None] = _no_lap
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Online Q-values: `obs: (obs_dim,)` -> `(A,)`, or `(B, obs_dim)` -> `(B, A)`; a new array."""
@@ -225,22 +254,44 @@ class DQNAgent:
         """
         batch = self._check_batch(batch)
         bufs = self._buffers.get(batch.actions.shape[-1])
-        loss, q = self._gradients(batch, bufs)
+        loss, q = self._gradients(batch, bufs, _no_lap)
         if not (np.isfinite(loss).all() and math.isfinite(np.add.reduce(q, axis=None))):
             raise self._divergence(bufs, q, loss, 0.0)
         return loss, bufs.td.q_taken.copy(), bufs.td_target.copy()
 
-    def _gradients(self, batch: Batch, bufs: _UpdateBuffers) -> tuple[float, np.ndarray]:
+    def _gradients(self, batch: Batch, bufs: _UpdateBuffers,
+                   lap: Callable[[str | None], None]) -> tuple[float, np.ndarray]:
         cfg = self.config
         td_target = self._td_targets(batch, bufs)  # y, constant: no gradient flows into the target network
+        lap("target")
         q = self.online.forward_unchecked(batch.obs)  # Q(s, .): (B, A), caches activations for backward
+        lap("online_forward")
         if batch.weights is None:
             loss, delta2 = td_loss_unchecked(q, batch.actions, td_target, cfg.loss, cfg.huber_delta, bufs.td)
         else:  # per-sample weights w_i (importance sampling): L = (1/B) sum_i w_i l(Q(s_i, a_i) - y_i)
             loss, delta2 = td_loss_unchecked(q, batch.actions, td_target, cfg.loss, cfg.huber_delta, bufs.td,
                                              weights=batch.weights)
+        lap("loss")
         self.online.backward_unchecked(delta2)  # delta2 = dL/dQ is nonzero only in the taken action's column
+        lap("backward")
         return loss, q
+
+    def time_phases(self, on: bool = True) -> dict[str, float] | None:
+        """Switch `update`'s phase clock on (every counter back to zero) or off; returns `phase_seconds`.
+
+        While it is on, `phase_seconds[p]` accumulates the wall seconds that updates spend in each phase p of
+        `PHASES`: `check` (the batch's shapes, the divergence checks), `target` (y: the target pass on s', and with
+        Double DQN the online pass on s' that picks a'), `online_forward` (the pass on s), `loss` (the TD loss and
+        delta2), `backward`, `clip` (per-member norms and clipping), `optimizer` (the step, and its guard where the
+        config needs one), `sync` (the target update, frozen members put back) and `metrics`. Off, the clock costs
+        one no-op call per phase (about 0.05 µs each).
+        """
+        if on:
+            self.phase_seconds = dict.fromkeys(PHASES, 0.0)
+            self._lap = _PhaseClock(self.phase_seconds)
+        else:
+            self._lap = _no_lap
+        return self.phase_seconds
 
     def update(self, batch: Batch) -> dict[str, Any]:
         """One gradient step on a batch; returns metrics `loss`, `q_mean`, `grad_norm`, `td_abs`, and `td_errors`.
@@ -255,17 +306,23 @@ class DQNAgent:
         lets a step overflow a parameter from a finite gradient (`step_can_overflow`), the step is checked too: a
         member it broke is put back bit for bit and frozen the same way.
 
+        `time_phases` times the phases below (each `lap` closes one).
+
         Raises:
             ValueError: the batch's arrays do not have the shapes of B transitions for this agent.
             DivergenceError: (unstacked) a TD target, Q-value, loss or gradient is not finite; no parameter is
                 changed.
         """
+        lap = self._lap
+        lap(None)  # the clock starts (a no-op unless `time_phases` is on)
         batch = self._check_batch(batch)
         n = batch.actions.shape[-1]
         bufs = self._buffers.get(n)
-        loss, q = self._gradients(batch, bufs)
+        lap("check")
+        loss, q = self._gradients(batch, bufs, lap)
         # Clipping bounds the step when one TD error is huge; each member by its own norm (an unstacked agent is one).
-        norms = clip_per_member(self._grad_arrays, self._max_norm)
+        norms = self._clip(self._max_norm)
+        lap("clip")
         if self.members is None:
             grad_norm = float(norms[0])
             # A non-finite y or Q(s, a) makes the loss non-finite; the sum catches Q of actions not taken.
@@ -273,14 +330,16 @@ class DQNAgent:
                 raise self._divergence(bufs, q, loss, grad_norm)
         else:
             grad_norm = norms  # (S,)
-            finite = np.isfinite(loss) & np.isfinite(grad_norm) & np.isfinite(np.add.reduce(q, axis=(1, 2)))
-            if not finite[~self.frozen].all():  # freeze before the step: the step must not move them either
+            # finite iff all three are: the float64 sum of finite parts overflows only near 1e308, long diverged
+            finite = np.isfinite(np.add.reduce(q, axis=(1, 2)) + loss + grad_norm)
+            if not finite.all() and not finite[~self.frozen].all():  # freeze before the step: it must not move them
                 newly = np.flatnonzero(~finite & ~self.frozen)
                 self.frozen_at.update({int(s): self.n_updates + 1 for s in newly})
                 self.freeze(newly)
             if self._frozen is not None:
                 for g in self._grad_arrays:
                     g[self.frozen] = 0.0  # a diverged or stopped member takes no gradient; the others go on untouched
+        lap("check")
         if self.optimizer.lr != self._guard_lr:  # the step size was changed from outside: judge it again
             self._guard_lr = self.optimizer.lr
             self._guard_step = step_can_overflow(self.config, self._guard_lr)
@@ -291,18 +350,24 @@ class DQNAgent:
         if self._guard_step and not self._step_was_finite():
             newly = self._undo_non_finite_step()  # raises for an unstacked agent
             finite[newly] = False
+        lap("optimizer")
         self.n_updates += 1
         if self.n_updates % self.config.target_update_interval == 0:
             self.sync_target()  # the target moves only every so often, which keeps y still
         if self._frozen is not None:
             self._restore_frozen()
+        lap("sync")
         sums = np.add.reduce(bufs.td.stats, axis=-1, out=bufs.stat_sums)  # one reduction: Q(s, a) and |TD error|
         if self.members is None:
             q_sum, td_abs_sum = sums.tolist()
-            return {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n,
-                    "td_errors": bufs.td.abs_error}
-        return {"loss": loss, "q_mean": sums[0] / n, "grad_norm": grad_norm, "td_abs": sums[1] / n,
-                "finite": finite, "td_errors": bufs.td.abs_error}
+            metrics = {"loss": loss, "q_mean": q_sum / n, "grad_norm": grad_norm, "td_abs": td_abs_sum / n,
+                       "td_errors": bufs.td.abs_error}
+        else:
+            means = sums / n  # (2, S), a new array: the metrics outlive the buffers
+            metrics = {"loss": loss, "q_mean": means[0], "grad_norm": grad_norm, "td_abs": means[1],
+                       "finite": finite, "td_errors": bufs.td.abs_error}
+        lap("metrics")
+        return metrics
 
     def _save_pre_step(self) -> None:
         """Copy the flat parameters and optimizer slots into `_pre` (a few memcpy's; what a non-finite step undoes).

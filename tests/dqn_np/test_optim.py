@@ -9,7 +9,7 @@ import pytest
 
 from dqn_np.losses import mse
 from dqn_np.mlp import MLP
-from dqn_np.optim import SGD, Adam, clip_by_global_norm, clip_grad_norm
+from dqn_np.optim import SGD, Adam, FlatClipper, clip_by_global_norm, clip_grad_norm, clip_per_member
 
 N_STEPS = 4
 
@@ -263,3 +263,60 @@ def test_clip_by_global_norm_with_inf_only_measures_and_a_nan_gradient_is_not_sc
     g = np.array([3.0, np.nan, 40.0])
     assert np.isnan(clip_by_global_norm((g,), 1.0))
     np.testing.assert_array_equal(g, [3.0, np.nan, 40.0])
+
+
+def _stacked_grads(sizes: tuple[int, ...], members: int, dtype: str, seed: int) -> MLP:
+    """A stacked network whose gradient buffer holds values spread over six orders of magnitude."""
+    net = MLP(sizes, rng=[np.random.default_rng(s) for s in range(members)], dtype=dtype)
+    rng = np.random.default_rng(seed)
+    net.flat_grads[:] = rng.standard_normal(net.flat_grads.size) * 10.0 ** rng.integers(-3, 3, net.flat_grads.size)
+    return net
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes", [(3, 5, 2), (4, 7, 6, 3), (2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1)])  # K = 4, 6, 20 blocks
+def test_flat_clipper_matches_the_per_array_clip_and_a_member_alone_gets_the_same_bits(dtype, sizes):
+    net = _stacked_grads(sizes, 5, dtype, seed=len(sizes))
+    copies = tuple(g.copy() for g in net.grads.values())
+    measured = np.sort(clip_per_member(copies, np.inf))
+    max_norm = float(measured[1] + measured[2]) / 2  # two members under, three over, none at it
+    want = clip_per_member(copies, max_norm)  # scales the copies
+    norms = FlatClipper(tuple(net.grads.values()), net.flat_grads)(max_norm)
+    np.testing.assert_allclose(norms, want, rtol=1e-13)  # the same squares, added in another order
+    for g, c in zip(net.grads.values(), copies, strict=True):
+        np.testing.assert_allclose(g, c, rtol=2e-7 if dtype == "float32" else 1e-15)
+    for s in range(5):  # member s alone (stacked S = 1, and unstacked): the same norm and clipped values, bit for bit
+        fresh = _stacked_grads(sizes, 5, dtype, seed=len(sizes))
+        alone = MLP(sizes, rng=[np.random.default_rng(0)], dtype=dtype)
+        single = MLP(sizes, rng=np.random.default_rng(0), dtype=dtype)
+        for k in alone.grads:
+            alone.grads[k][0] = single.grads[k][...] = fresh.grads[k][s]
+        assert FlatClipper(tuple(alone.grads.values()), alone.flat_grads)(max_norm)[0] == norms[s]
+        assert FlatClipper(tuple(g[None] for g in single.grads.values()), single.flat_grads)(max_norm)[0] == norms[s]
+        for k in net.grads:
+            np.testing.assert_array_equal(alone.grads[k][0], net.grads[k][s], err_msg=k)
+            np.testing.assert_array_equal(single.grads[k], net.grads[k][s], err_msg=k)
+
+
+def test_flat_clipper_leaves_a_non_finite_member_alone_and_inf_only_measures():
+    net = _stacked_grads((3, 4, 2), 3, "float64", seed=1)
+    net.grads["W1"][1, 0, 0] = np.nan
+    before = {k: g.copy() for k, g in net.grads.items()}
+    clip = FlatClipper(tuple(net.grads.values()), net.flat_grads)
+    norms = clip(np.inf)
+    assert np.isnan(norms[1]) and (np.isfinite(norms[[0, 2]]) & (norms[[0, 2]] > 1e-3)).all()
+    for k, g in net.grads.items():
+        np.testing.assert_array_equal(g, before[k])  # inf: measured, nothing scaled
+    clip(1e-3)
+    for k, g in net.grads.items():
+        np.testing.assert_array_equal(g[1], before[k][1])  # the NaN member is left for its caller to stop
+    np.testing.assert_allclose(clip(np.inf)[[0, 2]], 1e-3, rtol=1e-5)  # the others scaled to the threshold
+
+
+def test_flat_clipper_refuses_arrays_that_do_not_tile_the_buffer():
+    net = _stacked_grads((3, 4, 2), 2, "float64", seed=2)
+    arrays = tuple(net.grads.values())
+    with pytest.raises(ValueError, match="tile the flat buffer"):
+        FlatClipper(arrays[1:], net.flat_grads)
+    with pytest.raises(ValueError, match="tile the flat buffer"):
+        FlatClipper(tuple(g.copy() for g in arrays), net.flat_grads)

@@ -3,10 +3,12 @@ target-network sync, epsilon-greedy acting, divergence detection and save/load."
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from agents.algo.dqn import DivergenceError, DQNAgent
+from agents.algo.dqn import PHASES, DivergenceError, DQNAgent
 from agents.config import DQNConfig
 from agents.data.replay import Batch
 from dqn_np import SGD, Adam, clip_grad_norm, td_loss
@@ -176,7 +178,7 @@ def test_update_equals_the_validated_route_across_batch_sizes(double_dqn, max_gr
         validated_update(checked, batch)
         for net in ("online", "target"):
             got, want = getattr(fast, net).flat_params, getattr(checked, net).flat_params
-            if max_grad_norm:  # the clip's norm is one dot over the flat buffer vs a sum of per-parameter dots
+            if max_grad_norm:  # the clip's norm sums block by block, in another order than per-parameter dots
                 np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=f"{net} step {step}")
             else:  # otherwise the same NumPy calls in the same order: bit-identical
                 np.testing.assert_array_equal(got, want, err_msg=f"{net} step {step}")
@@ -487,3 +489,29 @@ def test_save_load_round_trip(tmp_path, dtype, optimizer, momentum):
     agent.update(batch)
     assert_arrays_equal(loaded.online.params, agent.online.params)
     assert_arrays_equal(loaded.target.params, agent.target.params)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_the_phase_clock_times_every_phase_and_changes_no_result(stacked):
+    cfg = make_config(double_dqn=True, max_grad_norm=0.5, target_update_interval=2)
+    clocked, plain = (DQNAgent(OBS_DIM, N_ACTIONS, cfg, [np.random.default_rng(3)] if stacked
+                               else np.random.default_rng(3)) for _ in range(2))
+    assert clocked.phase_seconds is None
+    phases = clocked.time_phases()
+    assert list(phases) == list(PHASES) and set(phases.values()) == {0.0}
+    start = time.perf_counter()
+    for step in range(4):
+        batch = random_batch(seed=50 + step)
+        if stacked:
+            batch = Batch(*(None if v is None else v[None] for v in batch))
+        a, b = clocked.update(batch), plain.update(batch)
+        for k in ("loss", "q_mean", "grad_norm", "td_abs", "td_errors"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    wall = time.perf_counter() - start
+    np.testing.assert_array_equal(clocked.online.flat_params, plain.online.flat_params)
+    assert all(v > 0 for v in phases.values()) and sum(phases.values()) < wall  # each phase inside the updates
+    assert clocked.time_phases(False) is phases and phases == clocked.phase_seconds
+    frozen = dict(phases)
+    clocked.update(batch)
+    assert clocked.phase_seconds == frozen  # off: nothing more is added
+    assert clocked.time_phases() is not phases and set(clocked.phase_seconds.values()) == {0.0}  # on again: zeros
