@@ -252,8 +252,9 @@ def config_for(env_id: str, overrides: Mapping[str, Any] | None = None,
     try:
         return DQNConfig(**fields)
     except ValueError as e:
-        if isinstance(preset, (str, Path)) and set(fields) - set(overrides or {}):
-            raise ValueError(f"{preset}: {e}") from None
+        from_preset = sorted(set(fields) - set(overrides or {}))
+        if isinstance(preset, (str, Path)) and from_preset:
+            raise ValueError(f"{preset}: {e} (the preset sets {', '.join(from_preset)}; a flag overrides it)") from None
         raise
 
 
@@ -289,6 +290,12 @@ def read_preset(preset: str | Path | Mapping[str, Any], env_id: str) -> dict[str
             raise ValueError(f"{where}: [config] must be a table of DQNConfig fields, got {table!r}")
         data.update(table)
     return data
+
+
+def read_preset_field(preset: str | Path | Mapping[str, Any] | None, env_id: str, name: str) -> Any:
+    """The value a preset (after `resolve_preset`) gives field `name`, or None if it gives none."""
+    preset = resolve_preset(env_id, preset)
+    return None if preset is None else read_preset(preset, env_id).get(name)
 
 
 def preset_total_steps(preset: str | Path | Mapping[str, Any] | None, env_id: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import textwrap
@@ -17,7 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agents.config import DQNConfig, config_for, field_docs, preset_names, preset_record, preset_total_steps
+from agents.config import (
+    DQNConfig,
+    config_for,
+    field_docs,
+    preset_names,
+    preset_record,
+    preset_total_steps,
+    read_preset_field,
+)
+from agents.loop.evaluation import MIN_SOLVE_EPISODES
 from agents.loop.events import StopFlag
 from agents.run.aggregate import format_aggregate
 from agents.run.checkpoint import CheckpointError, load_checkpoint
@@ -216,13 +226,30 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
     seeds = seeds or ([0] if layout == "single" else list(range(10)))
     env_id = args.env_id if args.env_id is not None else "CartPole-v1"
     preset = args.preset if args.preset is not None else "default"
-    config = config_for(env_id, overrides, preset)
+    config = config_for(env_id, _without_impossible_stop(env_id, overrides, preset), preset)
     env_facts(env_id, args.env_backend)  # fail early on unknown ids, unsupported spaces and backends
     name = f"seed{seeds[0]}" if layout == "single" else f"seeds{seeds[0]}-{seeds[-1]}"
     out = args.out or Path("runs") / f"{env_id.replace('/', '_')}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    total = args.total_steps or preset_total_steps(preset, env_id) or DEFAULT_TOTAL_STEPS
+    preset_total = preset_total_steps(preset, env_id)  # checked even when --total-steps overrides it
+    total = args.total_steps or preset_total or DEFAULT_TOTAL_STEPS
     args.preset_record = preset_record(preset, env_id)
     return config, env_id, seeds, total, out
+
+
+def _without_impossible_stop(env_id: str, overrides: dict[str, Any], preset: Any) -> dict[str, Any]:
+    """`overrides`, plus `stop_when_solved=False` (said in one line) when the preset turns stopping on but the flags
+    given leave no evaluation that can solve (`--eval-freq 0`, or fewer than 20 episodes): a user who asks for tiny
+    evaluations gets them, not a refusal of a setting they never gave. Given as a flag, the contradiction is refused
+    as usual."""
+    if "stop_when_solved" in overrides or not read_preset_field(preset, env_id, "stop_when_solved"):
+        return overrides
+    freq, episodes = overrides.get("eval_freq"), overrides.get("eval_episodes")
+    if freq == 0 or (episodes is not None and episodes < MIN_SOLVE_EPISODES):
+        given = "--eval-freq 0" if freq == 0 else f"--eval-episodes {episodes}"
+        print(f"the preset's stop_when_solved is off for this run: with {given} no evaluation can solve (that needs "
+              f"evaluations of >= {MIN_SOLVE_EPISODES} episodes)")
+        return {**overrides, "stop_when_solved": False}
+    return overrides
 
 
 def main(argv: list[str] | None, layout: str, prog: str, doc: str, early_signals: list[int] = ()) -> int:
@@ -230,7 +257,12 @@ def main(argv: list[str] | None, layout: str, prog: str, doc: str, early_signals
     with stop_on_signals() as stop:  # for the command's whole life: a signal never raises mid-write
         if early_signals:
             stop.set(signal.Signals(early_signals[0]).name)
-        return _main(argv, layout, prog, doc, stop)
+        try:
+            return _main(argv, layout, prog, doc, stop)
+        except BrokenPipeError:  # stdout closed by its reader (`| head`): the files are written; say nothing more
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+            return 1
 
 
 def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFlag) -> int:

@@ -49,5 +49,31 @@ def test_ci_runs_readme_commands() -> None:
     assert len(commands) == 2, commands
     test_cmd = commands[1]
     ci = (ROOT / ".ci" / "run").read_text()
-    for part in test_cmd.split(" && "):
-        assert part in ci, f"CI does not run README's {part!r}"
+    steps = [line.strip() for line in ci.splitlines()
+             if line.strip() and not line.strip().startswith(("#", "set ", "cd "))]
+    assert steps == test_cmd.split(" && "), f"CI runs {steps}, README says {test_cmd!r}"
+
+
+def _quick_start() -> list[list[str]]:
+    """Each command of README's "Quick start" block, as argv words (comments dropped)."""
+    block = README.split("## Quick start", 1)[1].split("\n\n", 2)[1]
+    return [line.split("#", 1)[0].split() for line in block.splitlines() if line.strip()]
+
+
+def test_the_quick_start_commands_name_flags_their_scripts_have() -> None:
+    import subprocess
+    import sys
+
+    commands = _quick_start()
+    assert len(commands) >= 10 and all(words[0] == "python" for words in commands)
+    helps: dict[str, str] = {}
+    for words in commands:
+        target = words[1:3] if words[1] == "-m" else words[1:2]
+        key = " ".join(target)
+        if key not in helps:
+            proc = subprocess.run([sys.executable, *target, "--help"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=60)
+            assert proc.returncode == 0, (key, proc.stderr)
+            helps[key] = proc.stdout
+        for flag in (w for w in words if w.startswith("--")):
+            assert re.search(rf"{re.escape(flag)}\b", helps[key]), f"{key} has no {flag} (README's Quick start)"
