@@ -264,10 +264,8 @@ def _preset_data(preset: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any]
         return dict(preset), "preset"
     path = Path(preset)
     where = str(path)
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        raise ValueError(f"{where}: reading a TOML preset needs Python 3.11 or newer (tomllib)") from None
+    import tomllib  # the standard library's since Python 3.11, which the project requires
+
     try:
         return tomllib.loads(path.read_text()), where
     except OSError as e:

@@ -47,7 +47,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env_id, config, seeds = plan["env_id"], plan["config"], plan["seeds"]
     machine = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_average_start": list(os.getloadavg()),
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "date": datetime.now(UTC).isoformat(timespec="seconds"),
                "versions": {"python": platform.python_version(), "stable_baselines3": sb3.__version__,
                             "torch": torch.__version__, "numpy": np.__version__, "gymnasium": gymnasium.__version__},
                "torch_threads": torch.get_num_threads(),

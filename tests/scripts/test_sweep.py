@@ -10,10 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from agents.run.folder import RunFiles
 

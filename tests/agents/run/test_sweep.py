@@ -18,11 +18,11 @@ import signal
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
 from agents.config import config_for
 from agents.run.aggregate import read_seed_folders
