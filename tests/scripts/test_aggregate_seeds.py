@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from scripttools import load_script, run_main, tree
 
 from agents.config import DQNConfig
 from agents.run import train
@@ -38,25 +39,9 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def script():
     """scripts/aggregate_seeds.py as a module, to run `main` in-process."""
-    spec = importlib.util.spec_from_file_location("aggregate_seeds_under_test", REPO / "scripts" / "aggregate_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("aggregate_seeds")
 
 
-def run_main(script, capsys, *args) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `aggregate_seeds.py ARGS`, in-process."""
-    try:
-        status = script.main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def tree(folder: Path) -> dict[Path, bytes | None]:
-    """Every path under `folder` with its bytes (None for a folder)."""
-    return {p: (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
 
 
 def assert_refused(status: int, out: str, err: str, *fragments: str) -> None:

@@ -1,6 +1,5 @@
 """scripts/bench_extensions.py, run the way a user types it, on a tiny budget: its figures, not their values."""
 
-import importlib.util
 import json
 import math
 import os
@@ -9,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripttools import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,10 +44,7 @@ def test_bad_input_is_one_line_with_status_2() -> None:
 @pytest.fixture(scope="module")
 def script():
     """scripts/bench_extensions.py as a module, to run `main` in-process."""
-    spec = importlib.util.spec_from_file_location("bench_ext_under_test", REPO / "scripts" / "bench_extensions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_extensions")
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripttools import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--total-steps", "400", "--n-envs", "4", "--learning-starts", "200", "--eval-freq", "200",
@@ -56,10 +57,7 @@ def test_bench_seeds_refuses_bad_counts(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def bench_seeds():
     """scripts/bench_seeds.py as a module, to run `main` in-process."""
-    spec = importlib.util.spec_from_file_location("bench_seeds_main_under_test", REPO / "scripts" / "bench_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_seeds")
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

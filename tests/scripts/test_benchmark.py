@@ -2,7 +2,6 @@
 medians over the seeds, the time split by phase, nothing left in the temporary folder, and a one-line error instead
 of a traceback when the runs folder is already used."""
 
-import importlib.util
 import json
 import os
 import statistics
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripttools import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
@@ -92,10 +92,7 @@ def test_bad_option_is_one_line_and_exit_2(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def script():
     """scripts/benchmark.py as a module, to run `main` in-process."""
-    spec = importlib.util.spec_from_file_location("benchmark_under_test", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

@@ -18,6 +18,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from scripttools import load_script
 
 from agents.config import DQNConfig
 
@@ -33,10 +34,7 @@ DQN_KWARGS = {"learning_rate", "buffer_size", "learning_starts", "batch_size", "
 @pytest.fixture(scope="module")
 def script():
     """scripts/compare_sb3.py as a module, to call its functions and `main` in-process."""
-    spec = importlib.util.spec_from_file_location("compare_sb3_under_test", REPO / "scripts" / "compare_sb3.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_sb3")
 
 
 @pytest.fixture

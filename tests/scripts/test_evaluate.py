@@ -2,7 +2,6 @@
 checkpoint, and a model of one seed of a batch), and one-line errors on bad input."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pickle
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripttools import load_script, run_main, tree
 
 from agents.algo.dqn import DQNAgent
 from agents.config import DQNConfig
@@ -281,25 +281,9 @@ LONG_NAME = "n" * 300  # longer than any file system's name limit (255 bytes on 
 @pytest.fixture(scope="module")
 def evaluate_script():
     """scripts/evaluate.py as a module, to run `main` in-process."""
-    spec = importlib.util.spec_from_file_location("evaluate_script_under_test", REPO / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate")
 
 
-def run_main(evaluate_script, capsys, *args) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `evaluate.py ARGS`, in-process."""
-    try:
-        status = evaluate_script.main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def tree(folder: Path) -> dict[Path, bytes | None]:
-    """Every path under `folder` with its bytes (None for a folder): what a refusal must leave as it was."""
-    return {p: (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
 
 
 def assert_refused_in_process(status, stdout, stderr, *fragments) -> None:

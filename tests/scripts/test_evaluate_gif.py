@@ -3,7 +3,6 @@ returns), every kept step is one frame, each frame shows its own caption (checke
 caption re-drawn from the evaluation's figures) and the scene (against a fresh rendering); bad paths and missing
 packages are one line and exit 2 before evaluating, and a GIF that fails later leaves the results and no file."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scripttools import load_script, run_main
 
 from agents.config import DQNConfig
 from agents.run import load_agent, train_one
@@ -35,20 +35,8 @@ def agent_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def evaluate_script():
     """scripts/evaluate.py as a module, to run `main` in-process (and monkeypatch what it imports)."""
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate")
 
-
-def run_main(evaluate_script, capsys, *args) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `evaluate.py ARGS`, in-process."""
-    try:
-        status = evaluate_script.main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def gif_frames(path: Path) -> list[tuple[np.ndarray, dict, int]]:
