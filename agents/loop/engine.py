@@ -5,6 +5,11 @@
         learner.steps(k * gradient_steps)    each step: S batches (one per member's buffer), one stacked update
         callbacks.on_step                    evaluation of every member, logs, progress bar, checkpoints
 
+A stop request (`stop`, set by a signal handler) is honoured within one gradient step or one evaluation step: a
+vector step it cuts after its collection is recorded in the state (`pending`: the gradient steps it still owes, its
+events not yet emitted), and the next `run`, resumed or not, finishes that step before collecting again, so the
+resumed run is bit-identical to an uninterrupted one.
+
 Every cadence counts transitions per member (environment steps summed over its E envs), so the schedule is the same
 for any E; with S = E = 1 the loop is exactly the classic one-env DQN loop. Member s is seed `seeds[s]`: its
 generators are spawned from that seed alone (`spawn_generators`), so it draws the same initial weights, exploration,
@@ -35,7 +40,7 @@ from agents.data.prioritized import PrioritizedReplay
 from agents.data.replay import MemberReplay, require_memory
 from agents.loop.collector import Collector, VecEnvLike
 from agents.loop.evaluation import MIN_SOLVE_EPISODES, Evaluator
-from agents.loop.events import Callback, EpisodeRow, StopFlag, crossed
+from agents.loop.events import Callback, EpisodeRow, StepCut, StopFlag, crossed
 from agents.loop.learner import Learner
 from agents.validate import positive_int
 from agents.validate import seeds as check_seeds
@@ -139,6 +144,9 @@ class Engine:
         self.collect_seconds = 0.0
         self.stop = StopFlag() if stop is None else stop
         self._started = False  # the envs have been reset (or restored)
+        # (steps_before, gradient steps owed) of a vector step a signal cut after its collection: the next `run`
+        # finishes its burst and emits its events before collecting again; None between steps
+        self._pending: tuple[int, int] | None = None
         self._clock = (time.perf_counter(), 0.0, 0.0)  # (run start, evaluation seconds then, train_seconds then)
 
     # --- what callbacks read (`agents.loop.events.LoopView`) ------------------------------------------------------
@@ -148,6 +156,12 @@ class Engine:
         """Exploration probability at the current environment step (the same for every member)."""
         cfg = self.config
         return linear_epsilon(self.env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
+
+    @property
+    def pending(self) -> tuple[int, int] | None:
+        """`(steps_before, gradient steps owed)` of the vector step a stop cut after its collection (its burst or
+        its events unfinished), which the next `run` finishes first; None between steps."""
+        return self._pending
 
     @property
     def n_solved(self) -> int:
@@ -230,30 +244,46 @@ class Engine:
         self._clock = (clock(), self.evaluator.seconds, self.train_seconds)
         self.emit("on_run_start")
         try:
-            while self.env_steps < total_steps and not self.stop and self.active.any():
+            while (self._pending is not None or self.env_steps < total_steps) and not self.stop \
+                    and self.active.any():
                 collector, learner, agent, live = self.collector, self.learner, self.agent, self.live
-                before = self.env_steps
-                t0 = clock()
-                ended = collector.step(self.epsilon)  # L * E transitions into the windows and replay
-                self.env_steps = before + E
-                self.collect_seconds += clock() - t0
-                if len(collector.nonfinite_members):
-                    self._stop_members(live[collector.nonfinite_members], f"environment returned a non-finite reward "
-                                       f"or observation at env step {self.env_steps}")
-                for slot, episode_return, length in ended:
-                    self._end_episode(int(live[slot // E]), episode_return, length)
-                n_bursts = crossed(before, self.env_steps, cfg.train_freq)  # multiples of train_freq just passed
-                if n_bursts and self.env_steps >= cfg.learning_starts and learner.ready():
+                if self._pending is None:
+                    before = self.env_steps
+                    t0 = clock()
+                    ended = collector.step(self.epsilon)  # L * E transitions into the windows and replay
+                    self.env_steps = before + E
+                    self.collect_seconds += clock() - t0
+                    if len(collector.nonfinite_members):
+                        self._stop_members(live[collector.nonfinite_members], f"environment returned a non-finite "
+                                           f"reward or observation at env step {self.env_steps}")
+                    for slot, episode_return, length in ended:
+                        self._end_episode(int(live[slot // E]), episode_return, length)
+                    n_bursts = crossed(before, self.env_steps, cfg.train_freq)  # multiples of train_freq passed
+                    owed = n_bursts * cfg.gradient_steps \
+                        if n_bursts and self.env_steps >= cfg.learning_starts and learner.ready() else 0
+                else:  # a step a signal cut: its collection is done, the rest of its burst and its events are owed
+                    before, owed = self._pending
+                    owed = owed if learner.ready() else 0  # resumed without replay: it refills instead
+                self._pending = (before, owed)  # until the step's burst and events are done (a signal may cut both)
+                if owed:
                     self.replay.set_progress(self.env_steps / total_steps)  # prioritized replay anneals beta by it
-                    learner.steps(n_bursts * cfg.gradient_steps)
+                    owed -= learner.steps(owed, self.stop)
                     for p, update in sorted(agent.frozen_at.items()):  # the agent froze a member that diverged
                         s = int(live[p])
                         if s not in self.stopped:
                             self.frozen_at[s] = update
                             self._stop_members([s], f"non-finite loss, Q-value or gradient at update {update} "
                                                     f"(env step {self.env_steps})", update)
+                    self._pending = (before, owed)
+                    if owed:
+                        break  # stopped mid-burst: the checkpoint owes the rest, so a resume is still exact
                 n_evals = self.evaluator.n_evals
-                self.emit("on_step", before)
+                self._pending = None  # what a callback saves now (a periodic checkpoint) is the step complete
+                try:
+                    self.emit("on_step", before)
+                except StepCut:  # the evaluator, first of the callbacks, was cut and changed nothing
+                    self._pending = (before, 0)  # the step's events run again on resume
+                    break
                 if cfg.stop_when_solved and self.evaluator.n_evals != n_evals:
                     solved = [s for s in live.tolist() if self.active[s]
                               and self.evaluator.solved_at_step[s] is not None]
@@ -365,6 +395,7 @@ class Engine:
             "seeds": list(self.seeds),
             "live": self.live.tolist(),
             "env_steps": self.env_steps,
+            "pending": None if self._pending is None else list(self._pending),  # a step cut by a signal
             "train_seconds": self.train_seconds,
             "active": self.active.copy(),
             "stopped": {str(s): reason for s, reason in self.stopped.items()},
@@ -418,6 +449,8 @@ class Engine:
             if hasattr(cb, "load_state_dict") and cb.name in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.name])
         self.env_steps = int(state["env_steps"])
+        pending = state.get("pending")  # absent before signals could cut a step
+        self._pending = None if pending is None else (int(pending[0]), int(pending[1]))
         self.train_seconds = float(state["train_seconds"])
         self._started = True
         self.active[...] = np.array(state["active"], bool)

@@ -20,7 +20,7 @@ import numpy as np
 
 from agents.algo.dqn import DQNAgent
 from agents.loop.collector import VecEnvLike
-from agents.loop.events import Callback, EvalRow, crossed
+from agents.loop.events import Callback, EvalRow, StepCut, crossed
 from agents.validate import positive_int
 
 MIN_SOLVE_EPISODES = 20  # an evaluation counts as "solved" only over at least this many episodes
@@ -132,7 +132,10 @@ class Evaluator(Callback):
         loop.sync_time()
         live = loop.live
         first_seed = EVAL_SEED_OFFSET + self.seeds[live] * 10_000_019 + self.n_evals * self.episodes  # (L,)
-        returns = evaluate(loop.agent, self.env, self.episodes, first_seed)  # (L, episodes)
+        returns = evaluate(loop.agent, self.env, self.episodes, first_seed, should_stop=loop.stop.__bool__)
+        if returns.shape[-1] < self.episodes:  # a signal cut it: nothing recorded, the step evaluates again on resume
+            self.seconds += time.perf_counter() - t0
+            raise StepCut(f"the evaluation at env step {loop.env_steps} was cut by {loop.stop.reason}")
         self.n_evals += 1
         params = loop.agent.online.params  # row p: member live[p]
         if self.best_params is None:

@@ -5,6 +5,8 @@ callback with events that carry their figures, per member:
 
     on_run_start(loop)                          before the first step of `Engine.run` (also after a resume)
     on_step(loop, steps_before)                 after each vector step and its gradient steps; env_steps moved by E
+                                                (a callback cut short by `loop.stop` raises `StepCut`: the step's
+                                                events then run again, from the first callback, when the run goes on)
     on_episode(loop, member, row: EpisodeRow)   a training episode of member `member` ended
     on_eval(loop, member, row: EvalRow)         member `member`'s greedy evaluation finished (emitted by the evaluator)
     on_stopped(loop, member, reason)            member `member` stopped training (it diverged, or solved with
@@ -55,6 +57,12 @@ class EvalRow(NamedTuple):
 def crossed(before: int, after: int, period: int) -> int:
     """How many multiples of `period` lie in `(before, after]` (0 when `period` is 0: never)."""
     return after // period - before // period if period else 0
+
+
+class StepCut(Exception):  # noqa: N818 (control flow: a cut step, not an error)
+    """Raised by a callback's `on_step` that a stop request (`loop.stop`) cut short before it changed anything (the
+    evaluator, between two vector steps of an evaluation). The loop ends at once, and the step's events are still
+    owed: the next `run`, in this process or resumed from the checkpoint, emits `on_step` for that step again."""
 
 
 class StopFlag:

@@ -20,6 +20,7 @@ import numpy as np
 
 from agents.algo.dqn import DQNAgent
 from agents.data.replay import MemberReplay
+from agents.loop.events import StopFlag
 
 
 class Learner:
@@ -54,12 +55,17 @@ class Learner:
         """True once every active member's buffer holds at least one batch (a resume without replay refills)."""
         return len(self.replay) >= self.batch_size
 
-    def steps(self, n: int) -> None:
-        """Take `n` gradient steps (every member at once)."""
+    def steps(self, n: int, stop: StopFlag | None = None) -> int:
+        """Take `n` gradient steps (every member at once), or fewer if `stop` is set before one of them.
+
+        Returns:
+            The gradient steps taken: `n`, or fewer when `stop` cut the burst (the caller owes the rest).
+        """
         clock, seconds, agent, replay = time.perf_counter, self.seconds, self.agent, self.replay
         B, batch = self.batch_size, self._batch
         n_frozen, before, diverged = len(agent.frozen_at), None, {}  # diverged: member -> its last finite figures
-        for _ in range(n):
+        done = 0
+        while done < n and not stop:  # a signal is honoured within one gradient step, not one burst
             t0 = clock()
             replay.sample(B, out=batch)
             t1 = clock()
@@ -73,8 +79,10 @@ class Learner:
                     diverged[s] = before  # the update before's figures (fresh arrays); None: not in this burst
                 n_frozen = len(agent.frozen_at)
             before = metrics
-        if n:
-            self._keep(metrics, diverged)
+            done += 1
+        if done:
+            self._keep(before, diverged)
+        return done
 
     def _keep(self, metrics: dict[str, Any], diverged: dict[int, dict[str, Any] | None]) -> None:
         """`last_metrics` <- the last update's figures, except for frozen members: one that diverged in this burst

@@ -206,7 +206,7 @@ def train(
         try:
             bar = ProgressBar(total_steps, enabled=progress)
             engine.callbacks.extend([bar, *callbacks])
-            if total_steps > engine.env_steps:
+            if total_steps > engine.env_steps or engine.pending is not None:  # a cut step is finished first
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported per member
                     engine.run(total_steps)
             result = _finish(engine, writer, env_id, layout, final_eval_episodes, engine.make_env, bar, plot)

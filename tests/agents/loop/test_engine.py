@@ -283,16 +283,22 @@ class StopAtEpisode(Recorder):
 
 
 @pytest.mark.parametrize("stop_episode", [1, 3])
-def test_a_stop_flag_set_by_a_callback_ends_the_run_after_that_step(stop_episode):
+def test_a_stop_flag_set_by_a_callback_ends_the_run_within_that_step(stop_episode):
     callback = StopAtEpisode(stop_episode)
     engine = make_engine(CONSTANT, small_config(learning_starts=16, eval_freq=0), callback=callback)
     [summary] = engine.run(1_000)
     assert summary["interrupted"] == "SIGINT" and summary["status"] == "interrupted"
     assert summary["env_steps"] == engine.env_steps == 20 * stop_episode  # ConstantReward episodes last 20 steps
     assert summary["episodes"] == len(callback.episodes[0]) == stop_episode
-    assert engine.agent.n_updates == 20 * stop_episode - 16 + 1  # that step's training still happened
+    # the flag was set while the step collected: its one gradient step and its events are owed, not taken
+    assert engine.agent.n_updates == 20 * stop_episode - 16
+    assert engine.pending == (20 * stop_episode - 1, 1)
     engine.run(1_000)  # the flag stays set: the run takes no further step
-    assert engine.env_steps == 20 * stop_episode
+    assert engine.env_steps == 20 * stop_episode and engine.agent.n_updates == 20 * stop_episode - 16
+    engine.stop.reason = None  # asked to go on: the owed step is finished first, then the run continues
+    engine.run(20 * stop_episode + 1)
+    assert engine.pending is None and engine.env_steps == 20 * stop_episode + 1
+    assert engine.agent.n_updates == 20 * stop_episode + 1 - 16 + 1
 
 
 def test_a_stop_flag_set_before_the_run_takes_no_step():

@@ -1,0 +1,139 @@
+"""A stop request is honoured within one gradient step or one evaluation step, and the run it cuts resumes exactly.
+
+A signal handler only sets the `StopFlag`; these tests trip the flag at a chosen moment instead (inside a burst of
+gradient steps, inside an evaluation), through the same `train` the commands call, with every file on disk, and
+check that the resumed run ends bit for bit where an uninterrupted one does.
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.config import DQNConfig
+from agents.loop.events import Callback, StopFlag
+from agents.run import train
+from agents.run.checkpoint import load_checkpoint, unflatten_state
+
+ENV_ID = "CartPole-v1"
+# Bursts of 32 gradient steps every 32 transitions (4 vector steps of 8 envs), an evaluation every 256.
+CONFIG = DQNConfig(hidden_sizes=(16,), batch_size=16, buffer_size=2000, learning_starts=64, train_freq=32,
+                   gradient_steps=32, target_update_interval=48, eval_freq=256, eval_episodes=4, n_envs=8,
+                   n_step=2, epsilon_decay_steps=500)
+TOTAL = 1024
+TIMING_KEYS = ("train_seconds", "eval_seconds", "phase_seconds", "wall_seconds", "solved_at_seconds",
+               "checkpoint_bytes", "out_dir", "status", "interrupted")
+
+
+class StopWhen(StopFlag):
+    """A stop flag that sets itself ("SIGINT") on the first check at which `when(engine)` holds."""
+
+    __slots__ = ("engine", "when", "checks")
+
+    def __init__(self, when) -> None:
+        super().__init__()
+        self.engine, self.when, self.checks = None, when, 0
+
+    def __bool__(self) -> bool:
+        if self.reason is None and self.engine is not None and self.when(self):
+            self.set("SIGINT")
+        return super().__bool__()
+
+
+class Grab(Callback):
+    """Hands the engine to the flag (callbacks see the loop on `on_run_start`)."""
+
+    name = "grab"
+
+    def __init__(self, flag: StopWhen) -> None:
+        self.flag = flag
+
+    def on_run_start(self, loop) -> None:
+        self.flag.engine = loop
+
+
+def _train(out: Path, seeds: list[int], config: DQNConfig = CONFIG, **kwargs) -> dict:
+    layout = "single" if len(seeds) == 1 else "batch"
+    return train(None if kwargs.get("resume") else config, ENV_ID, None if kwargs.get("resume") else seeds, out,
+                 TOTAL, layout=layout, final_eval_episodes=2, **kwargs)
+
+
+def _cut(out: Path, seeds: list[int], when, config: DQNConfig = CONFIG) -> tuple[dict, StopWhen]:
+    flag = StopWhen(when)
+    result = _train(out, seeds, config, stop=flag, callbacks=[Grab(flag)])
+    assert result["status"] == "interrupted" and flag.reason == "SIGINT"
+    return result, flag
+
+
+def _state(out: Path) -> dict:
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    return unflatten_state(ckpt.arrays, ckpt.meta)
+
+
+def _assert_same_run(whole: Path, resumed: Path, result_whole: dict, result_resumed: dict) -> None:
+    untimed = [{k: v for k, v in s.items() if k not in TIMING_KEYS} for s in result_whole["summaries"]]
+    assert [{k: v for k, v in s.items() if k not in TIMING_KEYS} for s in result_resumed["summaries"]] == untimed
+    one, two = load_checkpoint(whole / "checkpoint.npz"), load_checkpoint(resumed / "checkpoint.npz")
+    assert one.arrays.keys() == two.arrays.keys()
+    for key, value in one.arrays.items():  # parameters, Adam moments, replay, envs, generators, best parameters
+        np.testing.assert_array_equal(two.arrays[key], value, err_msg=key)
+    for name in ("progress.csv", "evals.csv"):
+        for a, b in zip(sorted(whole.rglob(name)), sorted(resumed.rglob(name)), strict=True):
+            assert _untimed_rows(a) == _untimed_rows(b), name
+
+
+def _untimed_rows(path: Path) -> list[dict[str, str]]:
+    """A log's rows, every column but the clock (train_seconds)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all("train_seconds" in row for row in rows), path
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["single", "batch"])
+def test_a_stop_inside_a_burst_waits_one_gradient_step_and_the_run_resumes_exactly(tmp_path: Path, seeds) -> None:
+    whole = _train(tmp_path / "whole", seeds)
+    # a burst of 32 every 32 transitions from step 64: the burst of step 256 takes updates 192 to 224
+    cut, _ = _cut(tmp_path / "cut", seeds, lambda f: f.engine.agent.n_updates >= 200)
+    state = _state(tmp_path / "cut")
+    assert state["agent"]["agent.n_updates"] == 200  # not the burst's end (224): it stopped at the next check
+    assert state["pending"] == [248, 24]  # the step that began at 248 owes 24 gradient steps and its events
+    assert all(s["env_steps"] == 256 for s in cut["summaries"])
+    resumed = _train(tmp_path / "cut", seeds, resume=True)
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut", whole, resumed)
+    assert _state(tmp_path / "cut")["pending"] is None
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["single", "batch"])
+def test_a_stop_inside_an_evaluation_ends_it_at_once_and_the_step_evaluates_again(tmp_path: Path, seeds) -> None:
+    def during_second_evaluation(flag: StopWhen) -> bool:  # checks made once the step at 512 has trained
+        if flag.engine.env_steps >= 512 and flag.engine.agent.n_updates == (512 - 64) // 32 * 32 + 32:
+            flag.checks += 1
+        return flag.checks > 3  # a few vector steps into the evaluation
+
+    whole = _train(tmp_path / "whole", seeds)
+    _cut(tmp_path / "cut", seeds, during_second_evaluation)
+    state = _state(tmp_path / "cut")
+    assert state["pending"] == [504, 0]  # its burst done, its events (the evaluation first) owed
+    assert state["callbacks"]["evaluator"]["n_evals"] == 1  # the cut evaluation counted nothing
+    evals = sorted((tmp_path / "cut").rglob("evals.csv"))
+    assert [len(p.read_text().splitlines()) for p in evals] == [2] * len(seeds)  # header and the first evaluation
+    resumed = _train(tmp_path / "cut", seeds, resume=True)
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut", whole, resumed)
+
+
+def test_a_stop_at_the_budgets_last_step_resumes_with_the_runs_own_total(tmp_path: Path) -> None:
+    whole = _train(tmp_path / "whole", [0])
+    _cut(tmp_path / "cut", [0], lambda f: f.engine.agent.n_updates >= TOTAL - 32 - 5)  # 5 before the end
+    state = _state(tmp_path / "cut")
+    assert state["env_steps"] == TOTAL and state["pending"] == [TOTAL - 8, 5]
+    resumed = _train(tmp_path / "cut", [0], resume=True)  # env_steps is the total already: the burst is still owed
+    assert resumed["status"] == "completed"
+    _assert_same_run(tmp_path / "whole", tmp_path / "cut", whole, resumed)
+
+
+def test_a_checkpoint_without_pending_resumes_as_before(tmp_path: Path) -> None:
+    """A state saved between steps (as every checkpoint before this field was) has no step owed."""
+    _train(tmp_path / "run", [0])
+    assert _state(tmp_path / "run")["pending"] is None
