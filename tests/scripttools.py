@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -30,3 +32,49 @@ def run_main(script: ModuleType, capsys, *args) -> tuple[int, str, str]:
 def tree(folder: Path) -> dict[Path, bytes | None]:
     """Every path under `folder` with its bytes (None for a folder): what a refusal must leave as it was."""
     return {p: (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+Entry = tuple[int, bytes] | None
+BOOKKEEPING = {".lock"}  # files whose mtime a refusal may touch, as long as their bytes stay (see `snapshot`)
+
+
+def snapshot(*roots: Path) -> dict[Path, Entry | str]:
+    """What a refusal must leave as it was under each root: every path (hidden ones included) -> (mtime_ns, bytes)
+    for a file, None for a folder; a root that does not exist maps to "missing", so creating it shows.
+
+    The mtime catches a file rewritten with the same bytes (a config.json written again); folders' own mtimes are left
+    out, so a temporary file made and removed again does not count as written. A run folder's `.lock` is compared by
+    its bytes only: a process refused after taking the lock puts the earlier bytes back (`RunLock.release(undo=True)`),
+    which leaves it as it was but for its mtime.
+    """
+    shot: dict[Path, Entry | str] = {}
+    for root in map(Path, roots):
+        if not root.exists():
+            shot[root] = "missing"
+            continue
+        for p in [root, *sorted(root.rglob("*"))]:
+            shot[p] = None if p.is_dir() else (0 if p.name in BOOKKEEPING else p.stat().st_mtime_ns, p.read_bytes())
+    return shot
+
+
+def changes(before: dict[Path, Entry | str], after: dict[Path, Entry | str]) -> str:
+    """The paths created, removed and changed between two snapshots, in one line ('' when none)."""
+    created = sorted(str(p) for p in after.keys() - before.keys() if after[p] != "missing")
+    created += sorted(str(p) for p in before if before[p] == "missing" and after.get(p) != "missing")
+    removed = sorted(str(p) for p in before.keys() - after.keys() if before[p] != "missing")
+    removed += sorted(str(p) for p in after if after[p] == "missing" and before.get(p) != "missing")
+    changed = sorted(str(p) for p in before.keys() & after.keys() if "missing" not in (before[p], after[p])
+                     and before[p] != after[p])
+    parts = [f"{what}: {', '.join(paths)}" for what, paths in (("created", created), ("removed", removed),
+                                                               ("changed", changed)) if paths]
+    return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def writes_nothing(*roots: Path) -> Iterator[None]:
+    """Asserts that the block creates, removes and changes nothing under `roots` (see `snapshot`); a root that did
+    not exist must not exist afterwards. Wrap a refusal in it: `with writes_nothing(tmp_path): ...`."""
+    before = snapshot(*roots)
+    yield
+    after = snapshot(*roots)
+    assert after == before, f"a refusal wrote: {changes(before, after)}"

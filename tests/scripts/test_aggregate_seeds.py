@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from scripttools import load_script, run_main, tree
+from scripttools import load_script, run_main, writes_nothing
 
 from agents.config import DQNConfig
 from agents.run import train
@@ -69,12 +69,11 @@ def test_one_study_in_two_folders_is_joined(studies, script, capsys, tmp_path):
 def test_runs_of_different_studies_are_refused_naming_the_difference(other, field, values, studies, script, capsys,
                                                                      tmp_path):
     out = tmp_path / "mixed"
-    before = tree(tmp_path)
-    status, stdout, stderr = run_main(script, capsys, studies["a"], studies[other], "--out", out)
+    with writes_nothing(tmp_path, studies["a"], studies[other]):  # nothing written, not even the folder
+        status, stdout, stderr = run_main(script, capsys, studies["a"], studies[other], "--out", out)
     assert_refused(status, stdout, stderr, "these runs are not one study", field, *values,
                    str(studies["a"] / "seed0"), str(studies[other] / f"seed{ {'c': 3, 'd': 4, 'e': 5}[other]}"),
                    "--allow-mixed")
-    assert tree(tmp_path) == before  # nothing written, not even the folder
     status, _, stderr = run_main(script, capsys, studies["a"], studies[other], "--out", out, "--allow-mixed")
     assert status == 0, stderr
     assert len(json.loads((out / "aggregate.json").read_text())["seeds"]) == 3
@@ -86,11 +85,10 @@ def test_a_folder_holding_another_aggregate_is_refused_unless_force(studies, scr
     earlier = json.dumps({"seeds": [0, 1, 2, 3, 4], "note": "another study"})
     (out / "aggregate.json").write_text(earlier)
     (out / "aggregate.png").write_bytes(b"its plot")
-    before = tree(tmp_path)
-    status, stdout, stderr = run_main(script, capsys, studies["a"], "--out", out)
+    with writes_nothing(tmp_path, studies["a"]):
+        status, stdout, stderr = run_main(script, capsys, studies["a"], "--out", out)
     assert_refused(status, stdout, stderr, f"--out {out}: it already holds aggregate.json and aggregate.png "
                                            "(of 5 seeds)", "--force")
-    assert tree(tmp_path) == before
     status, _, stderr = run_main(script, capsys, studies["a"], "--out", out, "--force")
     assert status == 0, stderr
     assert json.loads((out / "aggregate.json").read_text())["seeds"] == [0, 1]
@@ -99,10 +97,9 @@ def test_a_folder_holding_another_aggregate_is_refused_unless_force(studies, scr
 
 
 def test_a_batch_folder_as_out_keeps_its_own_aggregate(studies, script, capsys):
-    before = tree(studies["a"])
-    status, stdout, stderr = run_main(script, capsys, studies["a"], studies["b"], "--out", studies["a"])
+    with writes_nothing(studies["a"], studies["b"]):
+        status, stdout, stderr = run_main(script, capsys, studies["a"], studies["b"], "--out", studies["a"])
     assert_refused(status, stdout, stderr, "it already holds aggregate.json", "(of 2 seeds)")
-    assert tree(studies["a"]) == before
 
 
 @pytest.mark.parametrize(("make", "fragments"), [
@@ -122,11 +119,10 @@ def test_an_unusable_out_is_one_line_and_nothing_is_written(make, fragments, for
     (tmp_path / "read_only").mkdir(mode=0o500)
     if os.geteuid() == 0:  # root writes anywhere: what a user meets is os.access
         monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "read_only")
-    before = tree(tmp_path)
-    status, stdout, stderr = run_main(script, capsys, studies["a"], "--out", make(tmp_path),
-                                      *(["--force"] if force else []))
+    with writes_nothing(tmp_path, studies["a"]):
+        status, stdout, stderr = run_main(script, capsys, studies["a"], "--out", make(tmp_path),
+                                          *(["--force"] if force else []))
     assert_refused(status, stdout, stderr, "--out", *fragments)
-    assert tree(tmp_path) == before
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -135,9 +131,9 @@ def test_an_unusable_out_is_one_line_and_nothing_is_written(make, fragments, for
     (["--threshold", "x"], "argument --threshold: invalid float value"),
 ], ids=["nan", "inf", "not-a-number"])
 def test_a_meaningless_threshold_is_refused(args, fragment, studies, script, capsys, tmp_path):
-    status, stdout, stderr = run_main(script, capsys, studies["a"], "--out", tmp_path / "out", *args)
+    with writes_nothing(tmp_path, studies["a"]):  # tmp_path is empty: no --out made
+        status, stdout, stderr = run_main(script, capsys, studies["a"], "--out", tmp_path / "out", *args)
     assert_refused(status, stdout, stderr, fragment)
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("damage", "fragment"), [
@@ -153,9 +149,9 @@ def test_a_damaged_run_folder_is_one_line_naming_the_file(damage, fragment, stud
     copy = tmp_path / "copy"
     shutil.copytree(studies["b"], copy)
     damage(copy / "seed2")
-    status, stdout, stderr = run_main(script, capsys, copy, "--out", tmp_path / "out")
+    with writes_nothing(tmp_path):  # no --out made, and the damaged folder as it was
+        status, stdout, stderr = run_main(script, capsys, copy, "--out", tmp_path / "out")
     assert_refused(status, stdout, stderr, str(copy / "seed2"), fragment)
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_plot_that_fails_is_a_warning_after_the_aggregate_is_written(studies, script, capsys, monkeypatch,

@@ -7,16 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripttools import writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 FLOAT = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 
 
-def run_demo(*args: str) -> subprocess.CompletedProcess:
+def run_demo(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "scripts/backprop_demo.py", *args],
-        cwd=REPO,
+        [sys.executable, str(REPO / "scripts" / "backprop_demo.py"), *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -91,8 +92,9 @@ def test_same_seed_same_output_and_seed_matters():
     assert run_demo("--seed", "3").stdout != run_demo("--seed", "4").stdout
 
 
-def test_bad_loss_is_a_usage_error():
-    result = run_demo("--loss", "bogus")
+def test_bad_loss_is_a_usage_error(tmp_path):
+    with writes_nothing(tmp_path):  # run from an empty folder: it stays empty
+        result = run_demo("--loss", "bogus", cwd=tmp_path)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 
@@ -212,8 +214,9 @@ def test_bug_list_names_every_bug_on_one_line():
 
 
 @pytest.mark.parametrize("args", [("--bug", "bogus"), ("--bug", "relu-ge", "--hidden-sizes", "4", "4")])
-def test_bad_bug_is_a_one_line_usage_error(args):
-    result = run_demo(*args)
+def test_bad_bug_is_a_one_line_usage_error(args, tmp_path):
+    with writes_nothing(tmp_path):  # run from an empty folder: it stays empty
+        result = run_demo(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "error" in result.stderr
     assert result.stdout == ""
@@ -255,7 +258,8 @@ def test_a_rate_that_only_ends_above_its_start_gets_a_note_and_status_0():
     (("--seed", "-1"), "--seed must be an integer from 0 to"),
     (("--lr", "0.1"), "unrecognized arguments"),  # the old name is gone: one name per concept
 ], ids=["lr-nan", "lr-inf", "lr-zero", "width-zero", "width-huge", "steps-huge", "seed-negative", "old-lr-name"])
-def test_bad_numbers_are_one_line_usage_errors(args, fragment):
-    result = run_demo(*args)
+def test_bad_numbers_are_one_line_usage_errors(args, fragment, tmp_path):
+    with writes_nothing(tmp_path):  # run from an empty folder: it stays empty
+        result = run_demo(*args, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scripttools import writes_nothing
+
 REPO = Path(__file__).resolve().parents[2]
 CASES = {("CartPole-v1", "cartpole-vector", e) for e in (1, 4, 16, 32, 64)} | {
     (env_id, backend, e)
@@ -46,8 +48,9 @@ def test_quick_run_writes_json_for_every_case(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for flags in (["--steps", "0"], ["--json", str(tmp_path / "missing" / "bench.json")]):
-        proc = subprocess.run([sys.executable, "scripts/bench_envs.py", *flags], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+        with writes_nothing(tmp_path):  # run from an empty folder: it stays empty, no missing/ made
+            proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_envs.py"), *flags], cwd=tmp_path,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                                  timeout=60)
         assert proc.returncode == 2 and proc.stdout == "", flags
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("bench_envs.py: error: "), proc.stderr
-    assert list(tmp_path.iterdir()) == []

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripttools import load_script
+from scripttools import load_script, writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/bench_extensions.py", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "bench_extensions.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
 
 
 def test_it_prints_both_targets_per_member_count_and_writes_them(tmp_path: Path) -> None:
@@ -35,8 +35,9 @@ def test_it_prints_both_targets_per_member_count_and_writes_them(tmp_path: Path)
         assert math.isfinite(row["prioritized_extra_over_step"]) and math.isfinite(row["dueling_extra_over_update"])
 
 
-def test_bad_input_is_one_line_with_status_2() -> None:
-    proc = run("--batch-size", "600", "--capacity", "500")
+def test_bad_input_is_one_line_with_status_2(tmp_path: Path) -> None:
+    with writes_nothing(tmp_path):  # run from an empty folder: it stays empty
+        proc = run("--batch-size", "600", "--capacity", "500", cwd=tmp_path)
     assert proc.returncode == 2 and "--batch-size must be <= --capacity (500), got 600" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
@@ -65,12 +66,10 @@ def test_unusable_outputs_and_sizes_are_refused_before_any_work(args, fragment, 
     (tmp_path / "file").write_text("a file")
     (tmp_path / "old.json").write_text("earlier figures")
     monkeypatch.setattr(script, "build", lambda *a, **k: pytest.fail("built buffers despite bad input"))
-    before = {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")}
-    with pytest.raises(SystemExit) as exc:
+    with writes_nothing(tmp_path), pytest.raises(SystemExit) as exc:
         script.main(["--members", "1", "--capacity", "500", *args])
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
-    assert {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")} == before
 
 
 def test_force_replaces_an_existing_json(tmp_path: Path) -> None:

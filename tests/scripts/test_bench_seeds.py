@@ -9,17 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripttools import load_script
+from scripttools import load_script, writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--total-steps", "400", "--n-envs", "4", "--learning-starts", "200", "--eval-freq", "200",
         "--eval-episodes", "2", "--hidden-sizes", "8", "--batch-size", "16"]
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
+def run(script: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, f"scripts/{script}", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_bench_seeds_prints_a_row_per_configuration_the_ratio_and_the_floor(tmp_path: Path) -> None:
@@ -49,9 +49,11 @@ def test_bench_seeds_prints_a_row_per_configuration_the_ratio_and_the_floor(tmp_
 
 
 def test_bench_seeds_refuses_bad_counts(tmp_path: Path) -> None:
-    proc = run("bench_seeds.py", "--members", "0", "--repeats", "1", "--json", str(tmp_path / "b.json"))
+    with writes_nothing(tmp_path):  # run from an empty folder: no b.json, nothing else
+        proc = run("bench_seeds.py", "--members", "0", "--repeats", "1", "--json", str(tmp_path / "b.json"),
+                   cwd=tmp_path)
     assert proc.returncode == 2 and "--members" in proc.stderr and "Traceback" not in proc.stderr
-    assert proc.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+    assert proc.stderr.count("\n") == 1
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +80,10 @@ def test_bench_seeds_checks_outputs_and_inputs_before_any_child_runs(args, fragm
     (tmp_path / "file").write_text("a file")
     (tmp_path / "old.json").write_text("earlier figures")
     monkeypatch.setattr(bench_seeds.subprocess, "run", lambda *a, **k: pytest.fail("a child ran despite bad input"))
-    before = {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")}
-    with pytest.raises(SystemExit) as exc:
+    with writes_nothing(tmp_path), pytest.raises(SystemExit) as exc:
         bench_seeds.main(["--members", "1", "--repeats", "1", *args])
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
-    assert {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")} == before
 
 
 def test_a_failing_child_is_one_line_and_status_1(bench_seeds, capsys, monkeypatch, tmp_path):
@@ -123,10 +123,11 @@ def test_aggregate_seeds_joins_two_batches_into_one_aggregate(tmp_path: Path) ->
     best = sorted(s["best_eval_mean"] for s in per_seed)
     assert joined["best_eval_mean"]["median"]["value"] == pytest.approx(best[1])
     assert "3 seeds from 2 folder(s)" in proc.stdout
-    again = run("aggregate_seeds.py", str(a), str(a), "--out", str(tmp_path / "twice"))
-    assert again.returncode == 2 and "seed 0" in again.stderr and "already" in again.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    nothing = run("aggregate_seeds.py", str(empty), "--out", str(tmp_path / "none"))
+    with writes_nothing(tmp_path):  # no twice/ or none/, and the batches as they were
+        again = run("aggregate_seeds.py", str(a), str(a), "--out", str(tmp_path / "twice"))
+        nothing = run("aggregate_seeds.py", str(empty), "--out", str(tmp_path / "none"))
+    assert again.returncode == 2 and "seed 0" in again.stderr and "already" in again.stderr
     assert nothing.returncode == 2 and "no finished run" in nothing.stderr
 

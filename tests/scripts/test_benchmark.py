@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripttools import load_script
+from scripttools import load_script, writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
@@ -72,21 +72,21 @@ def test_reusing_a_runs_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     (out / "seed0").mkdir(parents=True)
     (out / "seed0" / "checkpoint.npz").write_bytes(b"an earlier run")
-    proc = run(*ARGS, "--out", str(out))
+    with writes_nothing(tmp_path):  # the earlier run as it was, no seed1/
+        proc = run(*ARGS, "--out", str(out))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("benchmark.py: error: ")
     assert str(out / "seed0" / "checkpoint.npz") in lines[0]
-    assert (out / "seed0" / "checkpoint.npz").read_bytes() == b"an earlier run"
 
 
 def test_bad_option_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    proc = run("--seeds", "0", "--total-steps", "0", "--out", str(tmp_path / "runs"))
+    with writes_nothing(tmp_path):  # no runs/, and no temporary folder left (TMPDIR is tmp_path)
+        proc = run("--seeds", "0", "--total-steps", "0", "--out", str(tmp_path / "runs"), tmpdir=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--total-steps" in proc.stderr
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +120,10 @@ def test_every_output_is_checked_before_the_first_seed_trains(args, fragment, sc
     (tmp_path / "runs" / "seed3").mkdir(parents=True)
     (tmp_path / "runs" / "seed3" / "summary.json").write_text("{}")
     monkeypatch.setattr(script, "run_seed", lambda *a, **k: pytest.fail("trained despite bad input"))
-    before = {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")}
-    with pytest.raises(SystemExit) as exc:
+    with writes_nothing(tmp_path), pytest.raises(SystemExit) as exc:
         script.main(["--seeds", "0", *args])
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
-    assert {p: (None if p.is_dir() else p.read_bytes()) for p in tmp_path.rglob("*")} == before
 
 
 def test_help_shows_every_default() -> None:

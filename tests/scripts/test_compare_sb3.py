@@ -18,7 +18,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from scripttools import load_script
+from scripttools import load_script, writes_nothing
 
 from agents.config import DQNConfig
 
@@ -55,10 +55,10 @@ def call(script, argv, capsys):
 def test_without_the_extra_it_says_how_to_install_it_in_one_line_and_writes_nothing(script, no_sb3, capsys,
                                                                                     tmp_path):
     target = tmp_path / "compare.json"
-    code, out, err = call(script, ["--env-id", "CartPole-v1", "--seeds", "0-1", "--json", str(target)], capsys)
+    with writes_nothing(tmp_path):  # no compare.json
+        code, out, err = call(script, ["--env-id", "CartPole-v1", "--seeds", "0-1", "--json", str(target)], capsys)
     assert code == 2 and out == ""
     assert err == "compare_sb3.py needs the [sb3] extra: pip install -e '.[sb3]' (torch: see README)\n"
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -92,11 +92,10 @@ def test_bad_input_is_one_line_and_status_2_before_the_extra_is_looked_for(scrip
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "old.json").write_text("{}")
-    before = sorted(tmp_path.rglob("*"))
-    code, out, err = call(script, args, capsys)
+    with writes_nothing(tmp_path):  # the working folder: old.json as it was, nothing new
+        code, out, err = call(script, args, capsys)
     assert code == 2 and out == ""
     assert err.startswith("compare_sb3.py: error: ") and err.count("\n") == 1 and fragment in err, err
-    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "old.json").read_text() == "{}"
 
 
 def test_the_zoo_table_covers_the_four_envs_with_dqn_arguments(script):

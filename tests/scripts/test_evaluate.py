@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripttools import load_script, run_main, tree
+from scripttools import load_script, run_main, snapshot, writes_nothing
 
 from agents.algo.dqn import DQNAgent
 from agents.config import DQNConfig
@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = DQNConfig(hidden_sizes=(16,), batch_size=32, buffer_size=1_000, learning_starts=100, eval_freq=0)
 
 
-def run_evaluate(*args: str) -> subprocess.CompletedProcess:
+def run_evaluate(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "scripts/evaluate.py", *map(str, args)],
-        cwd=REPO,
+        [sys.executable, str(REPO / "scripts" / "evaluate.py"), *map(str, args)],
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
@@ -107,7 +107,10 @@ def test_env_id_defaults_to_the_one_in_the_file(agent, tmp_path):
     result, report = evaluate_report(path, "--episodes", "2")
     assert result.returncode == 0, result.stderr
     assert report["env_id"] == "CartPole-v0"
-    assert_one_line_error(run_evaluate(agent.save(path, meta={"env_id": "NoSuchEnv-v0"})), "NoSuchEnv-v0")
+    unknown = agent.save(path, meta={"env_id": "NoSuchEnv-v0"})
+    with writes_nothing(tmp_path):  # run from tmp_path, which holds the file: nothing new there
+        refused = run_evaluate(unknown, cwd=tmp_path)
+    assert_one_line_error(refused, "NoSuchEnv-v0")
     result, report = evaluate_report(agent.save(path), "--episodes", "2")  # a file that names no env_id
     assert result.returncode == 0, result.stderr
     assert report["env_id"] == "CartPole-v1"
@@ -161,16 +164,20 @@ def test_the_seeds_of_a_batch_are_different_models(batch_dir):
                for name in first.online.params)
 
 
-def test_a_batch_folder_or_its_checkpoint_is_one_line_naming_a_seed_folder(batch_dir):
-    assert_one_line_error(run_evaluate(batch_dir, "--episodes", "1"), str(batch_dir), "batch of seeds",
-                          "2 seed folders", str(batch_dir / "seed0"))
+def test_a_batch_folder_or_its_checkpoint_is_one_line_naming_a_seed_folder(batch_dir, tmp_path):
     checkpoint = batch_dir / "checkpoint.npz"
-    assert_one_line_error(run_evaluate(checkpoint, "--episodes", "1"), str(checkpoint), "holds 2 agents",
+    with writes_nothing(batch_dir, tmp_path):  # the batch as it was; run from an empty folder, which stays empty
+        folder_refused = run_evaluate(batch_dir, "--episodes", "1", cwd=tmp_path)
+        checkpoint_refused = run_evaluate(checkpoint, "--episodes", "1", cwd=tmp_path)
+    assert_one_line_error(folder_refused, str(batch_dir), "batch of seeds", "2 seed folders", str(batch_dir / "seed0"))
+    assert_one_line_error(checkpoint_refused, str(checkpoint), "holds 2 agents",
                           str(batch_dir / "seed<k>" / "best.npz"))
 
 
 def test_a_run_folder_without_best_checkpoint_is_one_line(tmp_path):
-    assert_one_line_error(run_evaluate(tmp_path, "--episodes", "3"), str(tmp_path / "best.npz"), "no such")
+    with writes_nothing(tmp_path):
+        refused = run_evaluate(tmp_path, "--episodes", "3", cwd=tmp_path)
+    assert_one_line_error(refused, str(tmp_path / "best.npz"), "no such")
 
 
 def _text(path: Path, good: Path) -> None:
@@ -227,17 +234,23 @@ def _bad_version(path: Path, good: Path) -> None:
 def test_bad_file_is_one_line_naming_it(make, reason, agent_file, tmp_path):
     path = tmp_path / "model.npz"
     make(path, agent_file)
-    assert_one_line_error(run_evaluate(path, "--episodes", "1"), str(path), reason)
+    with writes_nothing(tmp_path):  # the bad file as it was, nothing beside it (run from its folder)
+        refused = run_evaluate(path, "--episodes", "1", cwd=tmp_path)
+    assert_one_line_error(refused, str(path), reason)
 
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.npz"
-    assert_one_line_error(run_evaluate(path), str(path), "no such checkpoint file")
+    with writes_nothing(tmp_path):
+        refused = run_evaluate(path, cwd=tmp_path)
+    assert_one_line_error(refused, str(path), "no such checkpoint file")
 
 
 def test_network_that_does_not_fit_the_env(tmp_path):
     path = DQNAgent(3, 2, TINY, np.random.default_rng(0)).save(tmp_path / "three_inputs.npz")
-    assert_one_line_error(run_evaluate(path, "--episodes", "1"), str(path), "3 observation values", "CartPole-v1 has 4")
+    with writes_nothing(tmp_path):
+        refused = run_evaluate(path, "--episodes", "1", cwd=tmp_path)
+    assert_one_line_error(refused, str(path), "3 observation values", "CartPole-v1 has 4")
 
 
 @pytest.mark.parametrize(
@@ -250,8 +263,10 @@ def test_network_that_does_not_fit_the_env(tmp_path):
         (("--seed", "-1"), "--seed"),
     ],
 )
-def test_bad_options(args, fragment, agent_file):
-    assert_one_line_error(run_evaluate(agent_file, *args), fragment)
+def test_bad_options(args, fragment, agent_file, tmp_path):
+    with writes_nothing(agent_file.parent, tmp_path):  # the run as it was; run from an empty folder
+        refused = run_evaluate(agent_file, *args, cwd=tmp_path)
+    assert_one_line_error(refused, fragment)
 
 
 @pytest.mark.parametrize("options", [{"dueling": True}, {"dueling": True, "prioritized": True}],
@@ -306,10 +321,10 @@ def assert_refused_in_process(status, stdout, stderr, *fragments) -> None:
         "episodes-zero"])
 def test_out_of_range_numbers_are_one_line_naming_the_range(args, fragments, agent_file, evaluate_script, capsys,
                                                             tmp_path):
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, *args, "--json", tmp_path / "r.json")
     assert_refused_in_process(status, stdout, stderr, *fragments)
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_the_largest_seed_the_episodes_allow_evaluates(agent_file, evaluate_script, capsys, tmp_path):
@@ -337,11 +352,11 @@ def test_an_unusable_json_path_is_refused_before_evaluating(where, fragments, ag
         monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "read_only")
     calls = []
     monkeypatch.setattr(evaluate_script, "evaluate", lambda *a, **k: calls.append(a))
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--json",
                                       tmp_path / where)
     assert_refused_in_process(status, stdout, stderr, "--json", *fragments)
-    assert tree(tmp_path) == before and calls == []  # nothing written, nothing evaluated
+    assert snapshot(tmp_path) == before and calls == []  # nothing written, nothing evaluated
 
 
 def test_force_replaces_an_existing_json_and_gif_is_refused_without_it(agent_file, evaluate_script, capsys, tmp_path):
@@ -352,10 +367,10 @@ def test_force_replaces_an_existing_json_and_gif_is_refused_without_it(agent_fil
     assert json.loads(old.read_text())["episodes"] == 2 and f"results in {old}" in stdout
     gif = tmp_path / "old.gif"
     gif.write_bytes(b"an older GIF")
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--gif", gif)
     assert_refused_in_process(status, stdout, stderr, f"--gif {gif}: the file exists", "--force")
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("make", [
@@ -364,7 +379,7 @@ def test_force_replaces_an_existing_json_and_gif_is_refused_without_it(agent_fil
     lambda tmp: tmp / LONG_NAME,
 ], ids=["long-file-name", "long-folder-name", "long-run-folder"])
 def test_a_checkpoint_path_too_long_is_one_line(make, evaluate_script, capsys, tmp_path):
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     status, stdout, stderr = run_main(evaluate_script, capsys, make(tmp_path), "--episodes", "1")
     assert_refused_in_process(status, stdout, stderr, LONG_NAME[:40])
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scripttools import load_script, run_main
+from scripttools import load_script, run_main, snapshot
 
 from agents.config import DQNConfig
 from agents.run import load_agent, train_one
@@ -142,7 +142,7 @@ def test_scale_downsizes_frames(agent_file, evaluate_script, capsys, tmp_path):
     assert {ms for _, comment, ms in frames if not comment["done"]} == {100}
 
 
-def assert_refused(status: int, stdout: str, stderr: str, tmp_path: Path, before: set, *fragments: str) -> None:
+def assert_refused(status: int, stdout: str, stderr: str, tmp_path: Path, before: dict, *fragments: str) -> None:
     """Exit 2, one line on stderr, nothing evaluated (no stdout) and nothing written."""
     assert status == 2, stdout + stderr
     lines = stderr.strip().splitlines()
@@ -150,7 +150,7 @@ def assert_refused(status: int, stdout: str, stderr: str, tmp_path: Path, before
     for fragment in fragments:
         assert fragment in lines[0]
     assert stdout == ""
-    assert set(tmp_path.rglob("*")) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize(("where", "fragment"), [
@@ -163,7 +163,7 @@ def assert_refused(status: int, stdout: str, stderr: str, tmp_path: Path, before
 def test_a_bad_gif_path_is_refused_before_evaluating(where, fragment, agent_file, evaluate_script, capsys, tmp_path):
     (tmp_path / "a_folder.gif").mkdir()
     (tmp_path / "file").write_text("a file")
-    before = set(tmp_path.rglob("*"))
+    before = snapshot(tmp_path)
     status, stdout, stderr = run_main(evaluate_script, capsys, agent_file, "--episodes", "2", "--gif",
                                       tmp_path / where)
     assert_refused(status, stdout, stderr, tmp_path, before, fragment)

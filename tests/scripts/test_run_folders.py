@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripttools import snapshot, writes_nothing
 
 from agents.config import DQNConfig
 from agents.loop.events import Callback
@@ -72,12 +73,6 @@ def one_line(proc: subprocess.CompletedProcess, status: int, *fragments: str) ->
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under `root` (hidden ones included) -> its bytes; folders as empty entries, so new ones show."""
-    return {str(p.relative_to(root)) + ("/" if p.is_dir() else ""): b"" if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -387,8 +382,10 @@ def test_a_diverged_run_leaves_its_last_good_state_in_the_checkpoint(tmp_path: P
     params = [v for k, v in ckpt.arrays.items() if k.startswith("agent/online.")]
     assert params and all(np.isfinite(v).all() for v in params)  # the state before the update that diverged
     assert not (out / "final.npz").exists()
-    # Started again with the same --out: refused, and told how to resume it.
-    one_line(run("--total-steps", "300", *TINY, "--out", str(out)), 2, "already holds a run", f"--resume {out}")
+    # Started again with the same --out: refused, and told how to resume it; the diverged run as it was.
+    with writes_nothing(out):
+        proc = run("--total-steps", "300", *TINY, "--out", str(out))
+    one_line(proc, 2, "already holds a run", f"--resume {out}")
     # Resumed: every seed has stopped, so it ends at once, diverged again, with nothing lost.
     again = run("--resume", str(out), "--no-progress")
     assert again.returncode == 1 and "diverged" in again.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripttools import writes_nothing
 
 from agents.algo.dqn import DQNAgent
 from agents.config import DQNConfig, field_docs
@@ -224,30 +225,32 @@ def test_resume_trims_rows_written_after_the_last_checkpoint(tmp_path: Path) -> 
 
 def test_resume_with_config_flags_is_refused(finished_run, tmp_path: Path) -> None:
     out = copy_run(finished_run, tmp_path)
-    assert_usage_error(run("--resume", str(out), "--gamma", "0.5", "--total-steps", "3000"), "--resume", "gamma")
+    with writes_nothing(out):
+        proc = run("--resume", str(out), "--gamma", "0.5", "--total-steps", "3000")
+    assert_usage_error(proc, "--resume", "gamma")
 
 
 @pytest.mark.parametrize("flag", [("--dueling", "true"), ("--prioritized", "true")])
 def test_resume_refuses_to_switch_the_head_or_the_sampler(finished_run, tmp_path: Path, flag) -> None:
     out = copy_run(finished_run, tmp_path)
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert_usage_error(run("--resume", str(out), *flag, "--total-steps", "3000"), "--resume", flag[0])
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    with writes_nothing(out):
+        proc = run("--resume", str(out), *flag, "--total-steps", "3000")
+    assert_usage_error(proc, "--resume", flag[0])
 
 
 def test_fresh_run_into_a_used_folder_is_refused(finished_run, tmp_path: Path) -> None:
     out = copy_run(finished_run, tmp_path)
-    before = (out / "progress.csv").read_bytes()
-    assert_usage_error(run("--total-steps", "1500", *TINY, "--out", str(out)), "--resume", str(out))
-    assert (out / "progress.csv").read_bytes() == before
+    with writes_nothing(out):
+        proc = run("--total-steps", "1500", *TINY, "--out", str(out))
+    assert_usage_error(proc, "--resume", str(out))
 
 
 def test_total_steps_below_the_steps_taken_is_refused(finished_run, tmp_path: Path) -> None:
     out = copy_run(finished_run, tmp_path)
-    before = {name: (out / name).read_bytes() for name in ("progress.csv", "evals.csv", "checkpoint.npz")}
     # Without --no-progress: no stray progress bar may reach stderr before the error.
-    assert_usage_error(run("--resume", str(out), "--total-steps", "1000"), "--total-steps 1000", "1500")
-    assert {name: (out / name).read_bytes() for name in before} == before
+    with writes_nothing(out):
+        proc = run("--resume", str(out), "--total-steps", "1000")
+    assert_usage_error(proc, "--total-steps 1000", "1500")
 
 
 # --- interruption -------------------------------------------------------------------------------------------------
@@ -318,8 +321,9 @@ def test_signal_leaves_a_resumable_checkpoint(tmp_path: Path, signum: int, statu
 )
 def test_bad_option_is_one_line_and_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
     out = tmp_path / "run"
-    assert_usage_error(run("--total-steps", "1500", "--no-progress", "--out", str(out), *args), fragment)
-    assert not out.exists()
+    with writes_nothing(tmp_path):  # no run/
+        proc = run("--total-steps", "1500", "--no-progress", "--out", str(out), *args)
+    assert_usage_error(proc, fragment)
 
 
 def _real_checkpoint(finished_run, path: Path) -> None:
@@ -385,8 +389,9 @@ def test_resume_from_a_bad_checkpoint_is_one_line_naming_the_file(finished_run, 
     out.mkdir()
     if make is not None:
         make(finished_run, out / "checkpoint.npz")
-    line = assert_usage_error(run("--resume", str(out), "--total-steps", "3000"), str(out / "checkpoint.npz"),
-                              fragment)
+    with writes_nothing(out):  # the bad file as it was, no config.json, no log, no .lock
+        proc = run("--resume", str(out), "--total-steps", "3000")
+    line = assert_usage_error(proc, str(out / "checkpoint.npz"), fragment)
     if case == "wrong network":  # both sizes: the checkpoint's 3 inputs and CartPole's 4
         assert re.search(r"\b4\b", line.replace(str(out), "DIR")), line
 
@@ -422,6 +427,6 @@ def test_resume_continues_on_the_runs_own_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flag", [("--env-id", "Acrobot-v1"), ("--seed", "5")])
 def test_resume_refuses_a_different_env_or_seed(finished_run, tmp_path: Path, flag) -> None:
     out = copy_run(finished_run, tmp_path)
-    before = (out / "checkpoint.npz").read_bytes()
-    assert_usage_error(run("--resume", str(out), *flag, "--total-steps", "3000"), "--resume", flag[0])
-    assert (out / "checkpoint.npz").read_bytes() == before
+    with writes_nothing(out):
+        proc = run("--resume", str(out), *flag, "--total-steps", "3000")
+    assert_usage_error(proc, "--resume", flag[0])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripttools import snapshot, writes_nothing
 
 from agents.algo.dqn import DQNAgent
 from agents.config import DQNConfig, field_docs
@@ -72,12 +73,6 @@ def one_line(proc: subprocess.CompletedProcess, *fragments: str, prog: str = PRO
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under `root` (hidden ones included) -> its bytes; folders as empty entries, so new ones show."""
-    return {str(p.relative_to(root)) + ("/" if p.is_dir() else ""): b"" if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
 
 
 def read_csv(path: Path, drop: str = "train_seconds") -> tuple[list[str], list[list[str]]]:
@@ -364,8 +359,9 @@ def test_no_save_replay_leaves_the_buffers_out_and_the_resume_says_it_is_not_exa
 def test_bad_option_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str],
                                                           fragments: list[str]) -> None:
     out = tmp_path / "batch"
-    one_line(run(*TINY, "--total-steps", "400", *args, "--out", str(out)), *fragments)
-    assert not out.exists()
+    with writes_nothing(tmp_path):  # no batch/
+        proc = run(*TINY, "--total-steps", "400", *args, "--out", str(out))
+    one_line(proc, *fragments)
 
 
 def test_buffers_too_large_for_memory_are_refused_naming_the_bytes(tmp_path: Path) -> None:
@@ -534,10 +530,11 @@ def test_buffers_that_fit_but_not_twice_are_refused_as_a_single_run_is(tmp_path:
 def test_a_fresh_run_into_the_other_commands_folder_names_that_command(batch01, tmp_path: Path) -> None:
     single = tmp_path / "single"
     ok(*TINY, "--total-steps", "400", "--out", str(single), script=SINGLE_SCRIPT)
-    one_line(run(*TINY, "--seeds", "0-1", "--total-steps", "400", "--out", str(single)),
-             "python scripts/train_cartpole.py --resume", str(single))
-    one_line(run(*TINY, "--total-steps", "400", "--out", str(batch01), script=SINGLE_SCRIPT),
-             "python scripts/train_seeds.py --resume", str(batch01), prog="train_cartpole.py")
+    with writes_nothing(single, batch01):  # both runs as they were
+        into_single = run(*TINY, "--seeds", "0-1", "--total-steps", "400", "--out", str(single))
+        into_batch = run(*TINY, "--total-steps", "400", "--out", str(batch01), script=SINGLE_SCRIPT)
+    one_line(into_single, "python scripts/train_cartpole.py --resume", str(single))
+    one_line(into_batch, "python scripts/train_seeds.py --resume", str(batch01), prog="train_cartpole.py")
 
 
 # --- 8: --workers: the seeds split across a local Dask cluster ------------------------------------------------------
@@ -565,10 +562,12 @@ def test_workers_give_one_batch_folder_whose_seeds_are_the_one_process_runs(tmp_
     (["--workers", "0"], ["--workers must be >= 1, got 0"]),
     (["--workers", "two"], ["--workers must be an integer >= 1, got 'two'"]),
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], ["not both"]),
-    (["--workers", "2", "--tensorboard", "tb"], ["--tensorboard is not available with --workers"]),
+    (["--workers", "2", "--tensorboard", "TMP/tb"], ["--tensorboard is not available with --workers"]),
 ], ids=["workers 0", "workers two", "workers and scheduler", "tensorboard"])
 def test_bad_workers_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str],
                                                                  fragments: list[str]) -> None:
     out = tmp_path / "batch"
-    one_line(run(*TINY, "--seeds", "0-1", "--total-steps", "400", *args, "--out", str(out)), *fragments)
-    assert not out.exists()
+    args = [a.replace("TMP", str(tmp_path)) for a in args]  # --tensorboard inside tmp_path, where the check looks
+    with writes_nothing(tmp_path):  # no batch/, no tb/
+        proc = run(*TINY, "--seeds", "0-1", "--total-steps", "400", *args, "--out", str(out))
+    one_line(proc, *fragments)

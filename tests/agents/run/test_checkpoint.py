@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripttools import snapshot, writes_nothing
 
 import agents.run.checkpoint as ckpt_module
 from agents.algo.dqn import DQNAgent
@@ -119,9 +120,8 @@ def test_save_with_compressed_writer_round_trips(tmp_path: Path) -> None:
     ],
 )
 def test_save_refuses_reserved_keys_and_non_numeric_arrays(tmp_path: Path, arrays: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with writes_nothing(tmp_path), pytest.raises(ValueError, match=match):
         save_checkpoint(tmp_path / "ckpt.npz", CONFIG, 4, 3, arrays)
-    assert list(tmp_path.iterdir()) == []
 
 
 # --- atomic writes and permissions --------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_bad_file_raises_checkpoint_error_naming_it(tmp_path: Path, case: str) -
     make, pattern = BAD_FILES[case]
     path = tmp_path / "checkpoint.npz"
     make(tmp_path, path)
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
     assert str(path) in message
@@ -327,7 +327,7 @@ def test_bad_file_raises_checkpoint_error_naming_it(tmp_path: Path, case: str) -
 
 def test_missing_file_raises_checkpoint_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "checkpoint.npz"
-    with pytest.raises(CheckpointError, match="no such checkpoint") as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError, match="no such checkpoint") as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
 
@@ -343,11 +343,13 @@ def test_random_damage_never_escapes_as_another_exception(tmp_path: Path) -> Non
         chunk = rng.bytes(int(rng.integers(1, 16)))[: len(data) - start]
         data[start : start + len(chunk)] = chunk
         path.write_bytes(bytes(data))
+        before = snapshot(tmp_path)
         try:
             load_checkpoint(path)
         except CheckpointError as e:
             assert str(path) in str(e)
             refused += 1
+        assert snapshot(tmp_path) == before  # refused or not, loading writes nothing
     assert refused > 400  # most damage is caught (by the zip CRCs); the rest hit bytes nobody reads
 
 
@@ -358,7 +360,7 @@ def test_pickled_object_array_is_refused_and_never_unpickled(tmp_path: Path) -> 
     with open(path, "wb") as f:
         np.savez(f, **arrays, trap=np.array([Trap(str(marker))], dtype=object), allow_pickle=True)
 
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
     assert "refused" in str(info.value)
@@ -567,16 +569,15 @@ def test_save_agent_then_load_agent_is_the_same_agent_and_its_stream_goes_on(tmp
 
 def test_save_agent_refuses_a_stacked_agent_and_writes_nothing(tmp_path: Path) -> None:
     stacked = _trained_agent(members=2)
-    with pytest.raises(ValueError, match=r"save agent\.member\(s\).*2 members"):
+    with writes_nothing(tmp_path), pytest.raises(ValueError, match=r"save agent\.member\(s\).*2 members"):
         save_agent(stacked, tmp_path / "model.npz")
-    assert list(tmp_path.iterdir()) == []
     _assert_same_agent(load_agent(save_agent(stacked.member(1), tmp_path / "member1.npz")), stacked.member(1))
 
 
 def test_load_agent_of_a_batch_checkpoint_is_refused_naming_the_seed_files(tmp_path: Path) -> None:
     train(RUN_CONFIG, "CartPole-v1", [0, 4], tmp_path, 100, layout="batch", final_eval_episodes=1)
     path = tmp_path / "checkpoint.npz"
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         load_agent(path)
     message = str(info.value)
     assert message.startswith(f"{path}:") and "2 seeds" in message and str(tmp_path / "seed<k>" / "best.npz") in message
@@ -588,7 +589,7 @@ def test_load_agent_of_a_model_file_that_does_not_fit_its_config_names_the_file(
     model = load_checkpoint(path)
     arrays = {**model.arrays, "online.W1": np.zeros((5, 4), model.arrays["online.W1"].dtype)}  # config says 8 x 4
     save_checkpoint(path, model.config, 4, 3, arrays, model.meta)
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         load_agent(path)
     assert str(info.value).startswith(f"{path}: agent arrays do not match its config")
 
@@ -677,7 +678,7 @@ def test_version_1_training_checkpoint_is_refused_for_resuming(tmp_path: Path) -
             "rng": generators, "env_id": "CartPole-v1", "wall_seconds": 0.5}  # no "kind": "trainer"
     path = _write_v1(tmp_path / "checkpoint.npz", arrays, meta)
     before = path.read_bytes()
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         train_one(None, "CartPole-v1", 0, tmp_path, 1000, resume=True)
     message = str(info.value)
     assert str(path) in message

@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from scripttools import snapshot, writes_nothing
 
 import envs
 from agents.config import DQNConfig
@@ -134,7 +135,7 @@ def test_a_non_finite_update_ends_the_run_as_diverged_frozen_at_its_last_state(t
         again = _train(tmp_path, 2000, resume=True)
         assert (again["status"], again["error"], again["env_steps"]) == ("diverged", summary["error"], poison.step + 1)
     else:  # the NaN put in from outside is part of its last state: refused in one line naming the file
-        with pytest.raises(CheckpointError, match="must be finite") as info:
+        with writes_nothing(tmp_path), pytest.raises(CheckpointError, match="must be finite") as info:
             _train(tmp_path, 2000, resume=True)
         assert str(info.value).startswith(f"{files.checkpoint}: cannot resume from it")
     assert not files.final.exists()
@@ -378,16 +379,14 @@ def test_resuming_a_folder_as_the_other_layout_is_refused_naming_the_command(tmp
 
 def test_fresh_run_into_a_used_folder_is_refused(tmp_path: Path) -> None:
     _train(tmp_path, 400)
-    before = _digest(tmp_path / "progress.csv")
-    with pytest.raises(RunFolderError, match="--resume"):
+    with writes_nothing(tmp_path), pytest.raises(RunFolderError, match="--resume"):
         _train(tmp_path, 400)
-    assert _digest(tmp_path / "progress.csv") == before
 
 
 def test_resume_from_a_model_file_is_refused(tmp_path: Path) -> None:
     _train(tmp_path, 400)
     (tmp_path / "final.npz").replace(tmp_path / "checkpoint.npz")  # a model file has no training state
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         _train(tmp_path, 800, resume=True)
     assert str(tmp_path / "checkpoint.npz") in str(info.value)
     assert "not a training checkpoint" in str(info.value)
@@ -396,7 +395,7 @@ def test_resume_from_a_model_file_is_refused(tmp_path: Path) -> None:
 def test_resume_with_a_foreign_progress_log_is_refused(tmp_path: Path) -> None:
     _train(tmp_path, 400)
     (tmp_path / "progress.csv").write_text("step,value\n1,2\n")
-    with pytest.raises(CheckpointError) as info:
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError) as info:
         _train(tmp_path, 800, resume=True)
     assert str(tmp_path / "progress.csv") in str(info.value)
 
@@ -445,12 +444,6 @@ def test_an_agent_loaded_from_a_training_checkpoint_continues_the_exploration_st
 
 
 # --- run folders: refusals leave every byte, the lock, stops at any moment (issue 9) ---------------------------------
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under `root` (hidden ones included) -> its bytes; folders as empty entries, so new ones show."""
-    return {str(p.relative_to(root)) + ("/" if p.is_dir() else ""): b"" if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("name", RUN_FILE_NAMES)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripttools import writes_nothing
 
 from agents.config import config_for
 from agents.run.aggregate import read_seed_folders
@@ -149,7 +150,7 @@ def test_a_changed_spec_is_refused_naming_the_difference(tmp_path: Path) -> None
     (tmp_path / "spec.toml").write_text(spec.spec_text())
     check_folder(tmp_path, spec)  # the same SPEC continues
     changed = spec_of({"grid": {"gamma": [0.9]}}, total_steps=2000)
-    with pytest.raises(SpecError) as e:
+    with writes_nothing(tmp_path), pytest.raises(SpecError) as e:
         check_folder(tmp_path, changed)
     assert "total_steps: 1000 in spec.toml, 2000 now" in str(e.value)
     assert "grid.gamma: [0.95, 0.99] in spec.toml, [0.9] now" in str(e.value)
@@ -157,7 +158,7 @@ def test_a_changed_spec_is_refused_naming_the_difference(tmp_path: Path) -> None
 
 def test_a_folder_of_other_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(SpecError, match="no spec.toml"):
+    with writes_nothing(tmp_path), pytest.raises(SpecError, match="no spec.toml"):
         check_folder(tmp_path, spec_of({"grid": {"gamma": [0.9]}}))
 
 

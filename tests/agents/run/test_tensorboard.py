@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scripttools import writes_nothing
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.record_writer import masked_crc32c
 
@@ -212,23 +213,20 @@ def test_a_dir_that_is_or_lies_under_a_file_is_one_line_status_2_and_nothing_is_
     blocker = tmp_path / "tb"
     blocker.write_text("not a folder\n")
     tb = blocker if where == "file" else blocker / "sub"
-    with pytest.raises(SystemExit) as exit_:
+    with writes_nothing(tmp_path), pytest.raises(SystemExit) as exit_:
         cli_main(["--out", str(tmp_path / "run"), "--tensorboard", str(tb), *TINY], "single", "train_cartpole.py",
                  "", StopFlag())
     assert exit_.value.code == 2
     line = one_line(capsys, "train_cartpole.py")
     assert f"--tensorboard {tb}:" in line and "not a folder" in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tb"] and blocker.read_text() == "not a folder\n"
 
 
 def test_a_fresh_run_refuses_a_seed_folder_holding_another_runs_events_and_takes_a_free_one(tmp_path):
     tb = tmp_path / "tb"
     train(CONFIG, ENV_ID, [0], tmp_path / "first", 600, tensorboard=tb)
-    before = {p: p.read_bytes() for p in (tb / "seed0").iterdir()}
-    with pytest.raises(ValueError, match=r"seed0/events\.out\.tfevents\..*another run's event file"):
-        train(CONFIG, ENV_ID, [1, 0], tmp_path / "second", 600, tensorboard=tb)
-    assert not (tmp_path / "second").exists() and not (tb / "seed1").exists()
-    assert {p: p.read_bytes() for p in (tb / "seed0").iterdir()} == before
+    taken = r"seed0/events\.out\.tfevents\..*another run's event file"
+    with writes_nothing(tmp_path), pytest.raises(ValueError, match=taken):
+        train(CONFIG, ENV_ID, [1, 0], tmp_path / "second", 600, tensorboard=tb)  # no second/, no tb/seed1
     train(CONFIG, ENV_ID, [1], tmp_path / "third", 600, tensorboard=tb)  # another seed: one more run beside it
     assert_same_as_csv(tb / "seed1", RunFiles(tmp_path / "third" / "seed1"))
 
