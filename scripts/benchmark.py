@@ -2,8 +2,10 @@
 """Train several seeds and report time to solve, per seed and as medians, with the time split by phase.
 
 Each seed runs in this process, one after another (no two runs share the CPU), through `agents.run.train`, the same
-function `train_cartpole.py` calls. After training, the final evaluation re-evaluates each seed's best checkpoint
-(best.npz) greedily over --final-eval-episodes episodes, as the training commands do. The loop times its own
+function `train_cartpole.py` calls, with DQNConfig's defaults and the flags given: no preset, so every seed trains
+for the whole budget unless `--stop-when-solved` (the CartPole-v1 preset's setting) is given. After training, the
+final evaluation re-evaluates each seed's best checkpoint (best.npz) greedily over --final-eval-episodes episodes,
+as the training commands do. The loop times its own
 phases: collect (act, step the envs, store), replay sampling, gradient updates, and evaluation (which is not
 training time). Runs go to a temporary folder that is removed at the end, unless --out keeps them.
 

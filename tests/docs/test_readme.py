@@ -88,6 +88,30 @@ def test_defaults_table_matches_config() -> None:
             assert shown == str(default), name
 
 
+def test_each_defaults_study_spec_changes_one_field_the_table_shows() -> None:
+    """docs/studies/defaults/*.toml, the SPECs behind the table's figures: each is DQNConfig's defaults (no preset)
+    with one field swept to values other than its default (baseline.toml: only the default), as the table says."""
+    from agents.run.sweep import SweepSpec
+
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|", README, flags=re.M))
+    defaults = dataclasses.asdict(DQNConfig())
+    specs = sorted((ROOT / "docs" / "studies" / "defaults").glob("*.toml"))
+    assert len(specs) >= 10 and "for f in docs/studies/defaults/*.toml; do python scripts/sweep.py $f" in README
+    for path in specs:
+        spec = SweepSpec.from_toml(path)
+        assert spec.env_id == "CartPole-v1" and spec.metric == "median_steps_to_solve" and spec.search == "grid"
+        trials = spec.planned()
+        assert all(t.config().stop_when_solved for t in trials), path.name
+        for trial in trials:
+            changed = {k: v for k, v in dataclasses.asdict(trial.config()).items()
+                       if k != "stop_when_solved" and v != defaults[k]}
+            if path.stem == "baseline":
+                assert changed == {}, changed
+            else:
+                assert list(changed) == [path.stem], (path.name, changed)  # the one field, named by the file
+                assert path.stem in rows and "/20" in rows[path.stem], f"README's row for {path.stem} shows no figure"
+
+
 def test_ci_runs_readme_commands() -> None:
     commands = re.findall(r"^    (python -m pip install .*)$", README, flags=re.M)
     assert len(commands) == 2, commands

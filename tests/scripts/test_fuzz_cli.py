@@ -125,6 +125,8 @@ COMMANDS = [
             {"--out": "out", "--workers": "int", "--scheduler": "text"}, 6, positional="in"),
     Command("bench_sweep", script("bench_sweep"), ["--repeats", "0"],  # a valid sitting starts clusters: too slow
             {"--repeats": "int", "--total-steps": "int", "--seeds": "int"}, 5),
+    Command("compare_runs", script("compare_runs"), ["{data}/run", "{data}/run"], {"--max-lines": "int"}, 10,
+            positional="in"),
     Command("compare_sb3", script("compare_sb3"), ["--eval-episodes", "5"],  # refused: a valid run trains torch
             {"--env-id": "text", "--seeds": "text", "--total-steps": "int", "--eval-freq": "int",
              "--final-eval-episodes": "int", "--stop-when-solved": "bool", "--json": "out", "--force": "flag"}, 10),
