@@ -35,7 +35,6 @@ def tree(folder: Path) -> dict[Path, bytes | None]:
 
 
 Entry = tuple[int, bytes] | None
-BOOKKEEPING = {".lock"}  # files whose mtime a refusal may touch, as long as their bytes stay (see `snapshot`)
 
 
 def snapshot(*roots: Path) -> dict[Path, Entry | str]:
@@ -43,9 +42,8 @@ def snapshot(*roots: Path) -> dict[Path, Entry | str]:
     for a file, None for a folder; a root that does not exist maps to "missing", so creating it shows.
 
     The mtime catches a file rewritten with the same bytes (a config.json written again); folders' own mtimes are left
-    out, so a temporary file made and removed again does not count as written. A run folder's `.lock` is compared by
-    its bytes only: a process refused after taking the lock puts the earlier bytes back (`RunLock.release(undo=True)`),
-    which leaves it as it was but for its mtime.
+    out, so a temporary file made and removed again does not count as written. A run folder's `.lock` is no exception:
+    a process refused after taking the lock puts its earlier bytes and times back (`RunLock.release(undo=True)`).
     """
     shot: dict[Path, Entry | str] = {}
     for root in map(Path, roots):
@@ -53,7 +51,7 @@ def snapshot(*roots: Path) -> dict[Path, Entry | str]:
             shot[root] = "missing"
             continue
         for p in [root, *sorted(root.rglob("*"))]:
-            shot[p] = None if p.is_dir() else (0 if p.name in BOOKKEEPING else p.stat().st_mtime_ns, p.read_bytes())
+            shot[p] = None if p.is_dir() else (p.stat().st_mtime_ns, p.read_bytes())
     return shot
 
 

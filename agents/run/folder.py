@@ -103,7 +103,8 @@ class RunLock:
 
     Raises:
         RunFolderError: another process holds the lock (the message names its PID), or the folder is not writable
-            (the message names the reason). A refused lock writes nothing: an existing `.lock` keeps its bytes.
+            (the message names the reason). A refused lock writes nothing: an existing `.lock` keeps its bytes and
+            times.
     """
 
     def __init__(self, root: Path) -> None:
@@ -128,13 +129,16 @@ class RunLock:
             os.close(fd)  # a refused process removed the .lock it had created in between: lock the one there now
         self._fd: int | None = fd
         self._before = os.pread(fd, 64, 0)  # a dead holder's PID, put back by `release(undo=True)`
+        stat = os.fstat(fd)
+        self._times = (stat.st_atime_ns, stat.st_mtime_ns)  # ... and its times, so a refusal leaves it untouched
         with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, its PID just goes unnamed
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self, undo: bool = False) -> None:
         """Drop the lock (idempotent). `undo` leaves `.lock` as it was: removed if this lock created it, else with
-        its earlier bytes (for a process refused after locking, which must leave the folder as it found it)."""
+        its earlier bytes and times (for a process refused after locking, which must leave the folder as it found
+        it)."""
         if self._fd is None:
             return
         if undo and self.created:
@@ -143,6 +147,7 @@ class RunLock:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
                 os.pwrite(self._fd, self._before, 0)
+                os.utime(self._fd, ns=self._times)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

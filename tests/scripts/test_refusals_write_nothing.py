@@ -95,13 +95,18 @@ def test_a_script_that_writes_before_refusing_is_caught(tmp_path: Path, capsys) 
         assert status == 2  # the status alone would let it pass
 
 
-def test_a_lock_is_judged_by_its_bytes(tmp_path: Path) -> None:
-    """A refused process puts `.lock`'s earlier bytes back (RunLock.release(undo=True)): its mtime may move, its
-    bytes may not."""
+def test_a_lock_rewritten_with_its_own_bytes_is_still_a_write(tmp_path: Path) -> None:
+    """`.lock` is judged like any file: a refused process must put back its bytes and its times
+    (RunLock.release(undo=True) does); the same bytes with a new mtime are a write."""
     _populate(tmp_path)
     lock = tmp_path / ".lock"
+    os.utime(lock, ns=(0, 0))
+    with pytest.raises(AssertionError, match=f"changed: {lock}$"), writes_nothing(tmp_path):
+        lock.write_text("123\n")  # the earlier bytes, but written now
     with writes_nothing(tmp_path):
+        stat = lock.stat()
         lock.write_text("999\n")
-        lock.write_text("123\n")  # the earlier bytes, put back
+        lock.write_text("123\n")
+        os.utime(lock, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what a refused RunLock does
     with pytest.raises(AssertionError, match=f"changed: {lock}$"), writes_nothing(tmp_path):
         lock.write_text("999\n")  # this process's PID left behind
