@@ -13,6 +13,7 @@ Gymnasium's autoreset, info dicts or reset transitions.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
@@ -149,9 +150,12 @@ class Collector:
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore `state_dict()`; returns False when the environments could not be restored exactly.
 
-        In that case they start fresh episodes, so the pending windows and episode statistics are dropped too.
+        In that case they start fresh episodes, so the pending windows and episode statistics are dropped too; the
+        caller says so (the engine returns it as one warning line), so the env's own RuntimeWarning is not shown.
         """
-        exact = self.env.load_state_dict(state["env"])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"state of .* could not be restored exactly", RuntimeWarning)
+            exact = self.env.load_state_dict(state["env"])
         self.episodes = int(state["episodes"])
         if exact:
             self.windows.load_state_dict(state["windows"])

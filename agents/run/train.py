@@ -30,7 +30,7 @@ from agents.config import DQNConfig
 from agents.data.replay import MemberReplay, require_memory
 from agents.loop.engine import Engine, MakeEnv
 from agents.loop.evaluation import evaluate
-from agents.loop.events import Callback, EpisodeRow, EvalRow, StopFlag
+from agents.loop.events import Callback, StopFlag
 from agents.loop.progress import ProgressBar
 from agents.run.checkpoint import (
     Checkpoint,
@@ -45,7 +45,7 @@ from agents.run.folder import RUN_FILE_NAMES, RunFiles, RunFolderError, RunLock,
 from agents.run.plots import plot_learning_curve
 from agents.run.stats import aggregate_seeds, plot_aggregate
 from agents.run.tensorboard import TensorBoardWriter, check_tensorboard, member_dirs
-from agents.run.writer import CsvLog, FolderWriter
+from agents.run.writer import FolderWriter, check_logs
 from agents.validate import optional_positive_int, path_fits, seed
 from agents.validate import seeds as check_seeds
 
@@ -135,8 +135,8 @@ def train(
     *,
     layout: str = "batch",
     resume: bool = False,
-    save_replay: bool = True,
-    checkpoint_every: int = 0,
+    save_replay: bool | None = None,
+    checkpoint_every: int | None = None,
     final_eval_episodes: int | None = None,
     progress: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -145,7 +145,7 @@ def train(
     plot: bool = False,
     notify: Callable[[str], None] | None = None,
     make_env: MakeEnv | None = None,
-    env_backend: str = "auto",
+    env_backend: str | None = None,
     tensorboard: str | Path | None = None,
     preset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -165,10 +165,13 @@ def train(
         layout: "single" (one seed; its files at the top of `out_dir`) or "batch" (`out_dir/seed<k>/` per seed, and
             the aggregate).
         resume: continue the run in `out_dir` from its checkpoint (of format 2 or 3).
-        save_replay: include the replay buffers in checkpoints (a resume is bit-identical only with them).
-        checkpoint_every: transitions per seed between checkpoints (0: only at the end).
+        save_replay: include the replay buffers in checkpoints (a resume is bit-identical only with them; default
+            True).
+        checkpoint_every: transitions per seed between checkpoints (0: only at the end; the default).
         final_eval_episodes: greedy episodes of the final evaluation of each seed's final and best model
             (default: `config.eval_episodes`).
+            These three and `env_backend` are the run's options: a resume given None for one keeps the run's own
+            (recorded in its checkpoint), so the command a run prints resumes it as it was started.
         progress: draw a tqdm bar (and one over the final evaluation's episodes).
         callbacks: extra callbacks, after the evaluator, the folder writer and the progress bar.
         handle_signals: while `train` runs, SIGINT/SIGTERM set `stop` (see `stop_on_signals`).
@@ -177,7 +180,7 @@ def train(
         plot: draw every seed's learning_curve.png and (batch) aggregate.png when the run completes.
         notify: receives one-line notices for the user (resuming to the run's own total).
         make_env: `(n_envs, rngs) -> VecEnvLike` (default: `envs.VecEnv` of `env_id` with `env_backend`).
-        env_backend: "auto", "numpy" or "gymnasium" (see `make_vec_env`).
+        env_backend: "auto" (the default), "numpy" or "gymnasium" (see `make_vec_env`).
         tensorboard: also write every seed's logged scalars as TensorBoard event files into this folder (a single
             run: the folder itself; a batch: `seed<k>/` in it), with tensorboardX (`agents.run.tensorboard`); None:
             off. Not part of the run: a resume writes them only when given it again (the same folder continues the
@@ -199,9 +202,11 @@ def train(
     """
     stop = StopFlag() if stop is None else stop
     with stop_on_signals(stop) if handle_signals else contextlib.nullcontext():
-        engine, writer, lock, total_steps, env_id, warnings = _build(
-            config, env_id, seeds, out_dir, total_steps, layout, resume, save_replay, checkpoint_every,
-            make_env or (None if resume else make_vec_env(env_id, env_backend)), env_backend, stop,
+        given = {"save_replay": save_replay, "checkpoint_every": checkpoint_every,
+                 "final_eval_episodes": final_eval_episodes, "env_backend": env_backend}
+        engine, writer, lock, total_steps, env_id, warnings, options = _build(
+            config, env_id, seeds, out_dir, total_steps, layout, resume, given,
+            make_env or (None if resume else make_vec_env(env_id, env_backend or "auto")), stop,
             notify or (lambda _notice: None), tensorboard, preset)
         try:
             bar = ProgressBar(total_steps, enabled=progress)
@@ -209,7 +214,8 @@ def train(
             if total_steps > engine.env_steps or engine.pending is not None:  # a cut step is finished first
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported per member
                     engine.run(total_steps)
-            result = _finish(engine, writer, env_id, layout, final_eval_episodes, engine.make_env, bar, plot)
+            result = _finish(engine, writer, env_id, layout, options["final_eval_episodes"], engine.make_env, bar,
+                             plot)
             result.update(total_steps=total_steps, warnings=warnings + result["warnings"])
             for summary in result["summaries"]:
                 summary.update(total_steps=total_steps, warnings=result["warnings"])
@@ -223,10 +229,10 @@ def train(
     return result
 
 
-def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_replay, checkpoint_every, make_env,
-           env_backend, stop, notify, tensorboard, preset):
+def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, given, make_env, stop, notify, tensorboard,
+           preset):
     """The engine (fresh or resumed) with its TensorBoard writer if asked, its folder writer and the folder's lock,
-    after every check.
+    after every check, and the run's options (`given`, with what a resume was not given taken from the run).
 
     Every refusal happens before the first write: a folder this call created is removed again, and a `.lock` it
     created too.
@@ -255,14 +261,17 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
             ckpt, env_id, total_steps = _resumable(root / "checkpoint.npz", env_id, total_steps, layout, seeds)
             state, _ = training_state(ckpt)
             config, seeds = ckpt.config, [int(s) for s in state["seeds"]]
+            options = run_options(given, ckpt.meta, state)
             if make_env is None:
-                make_env = make_vec_env(env_id, env_backend)
+                make_env = make_vec_env(env_id, options["env_backend"])
         elif not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
         total_steps = DEFAULT_TOTAL_STEPS if total_steps is None else total_steps
         if not resume:
+            options = run_options(given)
             _check_budget(config, total_steps, notify)
         engine = Engine(make_env, config, seeds, stop=stop)  # refuses buffers too large
+        save_replay, checkpoint_every = options["save_replay"], options["checkpoint_every"]
         if save_replay and root is not None:  # numpy has not touched the buffers' pages yet: nothing is used
             need = MemberReplay.nbytes_for(len(seeds), config.buffer_size, engine.env.obs_dim, config.dtype)
             what = "the replay buffer and its copy" if len(seeds) == 1 else \
@@ -280,9 +289,8 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
                 warnings += engine.load_state_dict(state)
             except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:  # damaged metadata or arrays
                 raise CheckpointError(f"{ckpt.path}: cannot resume from it ({type(e).__name__}: {e})") from e
-            for files in member_files:
-                CsvLog.check(files.progress, EpisodeRow._fields)
-                CsvLog.check(files.evals, EvalRow._fields)
+            # the logs hold the rows the checkpoint counts, as it recorded them: checked before anything is written
+            check_logs(member_files, engine.episodes, engine.evaluator.member_evals, ckpt.meta.get("logs"))
         elif root is not None:
             created = make_run_folder(root)
             lock = RunLock(root)
@@ -292,11 +300,12 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
         writer = None
         if root is not None:  # the first writes
             writer = FolderWriter(root / "checkpoint.npz", member_files, env_id, layout, save_replay,
-                                  checkpoint_every, total_steps)
+                                  checkpoint_every, total_steps, options)
             engine.callbacks.append(writer)
             if ckpt is not None:
                 writer.wall_before = float(ckpt.meta.get("wall_seconds", 0.0))
-                writer.trim(engine.episodes, engine.evaluator.member_evals)  # rows after the checkpoint come again
+                # rows after the checkpoint come again; rows before it must be the ones it recorded
+                writer.trim(engine.episodes, engine.evaluator.member_evals, ckpt.meta.get("logs"))
             config_json = json.loads(engine.config.to_json())
             if preset is None and ckpt is not None:  # a resume keeps what the run's config.json says of its preset
                 preset = _recorded_preset(root / "config.json")
@@ -319,7 +328,27 @@ def _build(config, env_id, seeds, out_dir, total_steps, layout, resume, save_rep
             notify(f"{root} reached its total of {total_steps} steps (at step {engine.env_steps}): finishing it")
         else:
             notify(f"resuming {root} from step {engine.env_steps} to its total of {total_steps} steps")
-    return engine, writer, lock, total_steps, env_id, warnings
+    return engine, writer, lock, total_steps, env_id, warnings, options
+
+
+RUN_OPTIONS = {"save_replay": True, "checkpoint_every": 0, "final_eval_episodes": None, "env_backend": "auto"}
+
+
+def run_options(given: dict[str, Any], meta: dict[str, Any] | None = None,
+                state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's options: each one `given` (not None), else the one its checkpoint recorded (`meta["options"]`),
+    else the default (`RUN_OPTIONS`). A checkpoint written before options were recorded tells its env backend by
+    its envs' state: Gymnasium's synchronous vector env is the "gymnasium" backend."""
+    recorded = dict((meta or {}).get("options") or {})
+    if meta is not None and "env_backend" not in recorded:
+        env_state = ((state or {}).get("collector") or {}).get("env") or {}
+        if env_state.get("backend") == "sync":
+            recorded["env_backend"] = "gymnasium"
+    options = {k: given.get(k) if given.get(k) is not None else recorded.get(k, default)
+               for k, default in RUN_OPTIONS.items()}
+    if options["env_backend"] not in ENV_BACKENDS:
+        raise ValueError(f"env_backend must be one of {ENV_BACKENDS}, got {options['env_backend']!r}")
+    return options
 
 
 def _check_budget(config: DQNConfig, total_steps: int, notify: Callable[[str], None]) -> None:

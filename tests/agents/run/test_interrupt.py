@@ -137,3 +137,73 @@ def test_a_checkpoint_without_pending_resumes_as_before(tmp_path: Path) -> None:
     """A state saved between steps (as every checkpoint before this field was) has no step owed."""
     _train(tmp_path / "run", [0])
     assert _state(tmp_path / "run")["pending"] is None
+
+
+def test_a_resume_keeps_the_runs_options_so_the_printed_command_resumes_it_as_started(tmp_path: Path) -> None:
+    """The options a run was started with (env backend, final-evaluation episodes, checkpoint cadence, replay in
+    checkpoints) are recorded in its checkpoint; `--resume DIR` alone continues with them, exactly."""
+    from agents.run.compare import compare_runs
+
+    options = dict(env_backend="gymnasium", final_eval_episodes=3, checkpoint_every=256)
+    whole = train(CONFIG, ENV_ID, [0], tmp_path / "whole", TOTAL, layout="single", **options)
+    flag = StopWhen(lambda f: f.engine.agent.n_updates >= 300)
+    cut = train(CONFIG, ENV_ID, [0], tmp_path / "cut", TOTAL, layout="single", stop=flag, callbacks=[Grab(flag)],
+                **options)
+    assert cut["status"] == "interrupted"
+    recorded = load_checkpoint(tmp_path / "cut" / "checkpoint.npz").meta["options"]
+    assert recorded == {**options, "save_replay": True}
+    resumed = train(None, ENV_ID, None, tmp_path / "cut", None, layout="single", resume=True)
+    assert resumed["warnings"] == []  # the envs were rebuilt on the run's own backend: restored exactly
+    assert resumed["summaries"][0]["final_eval_episodes"] == 3
+    assert compare_runs(tmp_path / "whole", tmp_path / "cut") == []
+    assert whole["status"] == resumed["status"] == "completed"
+
+
+def test_run_options_take_what_is_given_then_what_was_recorded_then_the_defaults() -> None:
+    from agents.run.train import RUN_OPTIONS, run_options
+
+    assert run_options({}) == RUN_OPTIONS
+    meta = {"options": {"env_backend": "gymnasium", "final_eval_episodes": 7, "checkpoint_every": 0,
+                        "save_replay": False}}
+    assert run_options({"final_eval_episodes": None}, meta) == meta["options"]
+    assert run_options({"final_eval_episodes": 9, "save_replay": True}, meta)["final_eval_episodes"] == 9
+    assert run_options({"save_replay": True}, meta)["save_replay"] is True
+    old = {"collector": {"env": {"backend": "sync"}}}  # a checkpoint from before options were recorded
+    assert run_options({}, {}, old)["env_backend"] == "gymnasium"
+    assert run_options({}, {}, {"collector": {"env": {"backend": "cartpole-vector"}}})["env_backend"] == "auto"
+    with pytest.raises(ValueError, match="env_backend must be one of"):
+        run_options({"env_backend": "gpu"})
+
+
+def _edit_row(path: Path, row: int, column: str, value: str) -> None:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fields = list(rows[0])
+    rows[row][column] = value
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize(("name", "column"), [("evals.csv", "mean"), ("progress.csv", "episode_return"),
+                                              ("progress.csv", "train_seconds")])
+def test_a_log_row_edited_since_the_checkpoint_is_refused_and_nothing_is_written(tmp_path: Path, name, column):
+    from scripttools import writes_nothing
+
+    from agents.run.checkpoint import CheckpointError
+
+    _cut(tmp_path / "run", [0, 1], lambda f: f.engine.env_steps >= 600)
+    log = tmp_path / "run" / "seed1" / name
+    _edit_row(log, 0, column, "12345.5")  # one value of a row the checkpoint counts; the row numbers intact
+    with writes_nothing(tmp_path), pytest.raises(CheckpointError, match=f"{log}: its first .* rows are not"):
+        _train(tmp_path / "run", [0, 1], resume=True)  # seed0's logs come first: they must not be trimmed either
+
+
+def test_an_unedited_log_with_rows_after_the_checkpoint_still_resumes(tmp_path: Path) -> None:
+    """The negative control: rows appended after the checkpoint (a run killed after it) are dropped, not refused."""
+    _cut(tmp_path / "run", [0], lambda f: f.engine.env_steps >= 600)
+    log = tmp_path / "run" / "progress.csv"
+    log.write_bytes(log.read_bytes() + b"999,1000,1.0,10,0.5,1.0\r\n")
+    assert _train(tmp_path / "run", [0], resume=True)["status"] == "completed"
+    assert "999,1000" not in log.read_text()
