@@ -45,6 +45,8 @@ from agents.run.train import (
 )
 from agents.validate import MAX_SEED
 
+DEFAULT_CHECKPOINT_EVERY = 10_000  # env steps per seed between a training command's checkpoints
+
 
 def parse_bool(text: str) -> bool:
     lowered = text.lower()
@@ -155,9 +157,9 @@ def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argp
                             "(default: 0-9; with --resume, "
                             "the batch's own, which you may repeat but not change)")
     p.add_argument("--env-id", default=None, help="Gymnasium env id (default: CartPole-v1)")
-    p.add_argument("--env-backend", default="auto", choices=ENV_BACKENDS,
+    p.add_argument("--env-backend", default=None, choices=ENV_BACKENDS,
                    help="auto: a NumPy vector env where one exists; numpy: require it; gymnasium: Gymnasium's "
-                        "synchronous vector env, the reference path (default: auto)")
+                        "synchronous vector env, the reference path (default: auto; a resume: the run's own)")
     p.add_argument("--preset", default=None, metavar="FILE",
                    help="a TOML file of DQNConfig fields (and total_steps) to start from; explicit flags override it; "
                         "none: DQNConfig's defaults (default: the package's preset for --env-id, agents/presets/"
@@ -168,13 +170,15 @@ def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argp
     p.add_argument("--out", default=None, help="run folder (default: runs/<env>-seed<seed>-<time>)" if
                    layout == "single" else "batch folder (default: runs/<env>-seeds<first>-<last>-<time>)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=10_000,
-                   help="env steps per seed between checkpoints; 0: only at the end (default: 10000)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="env steps per seed between checkpoints; 0: only at the end (default: 10000; a resume: the "
+                        "run's own)")
     p.add_argument("--no-save-replay", action="store_true",
-                   help="leave the replay buffers out of checkpoints (smaller; resume is then not bit-identical)")
+                   help="leave the replay buffers out of checkpoints (smaller; resume is then not bit-identical; a "
+                        "resume keeps the run's own choice)")
     p.add_argument("--final-eval-episodes", type=int, default=None,
                    help="episodes of the final evaluation of each seed's final and best model (default: "
-                        "--eval-episodes)")
+                        "--eval-episodes; a resume: the run's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--tensorboard", metavar="DIR", default=None,
                    help="also write the logged scalars (training episodes and evaluations) as TensorBoard event "
@@ -213,7 +217,7 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
         raise ValueError(f"--seeds must be integers from 0 to {MAX_SEED}, got {max(seeds)}")
     if args.env_id is not None and not args.env_id.strip():
         raise ValueError(f"--env-id must name a Gymnasium environment (e.g. CartPole-v1), got {args.env_id!r}")
-    if args.checkpoint_every < 0:
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if args.final_eval_episodes is not None and args.final_eval_episodes < 1:
         raise ValueError(f"--final-eval-episodes must be >= 1, got {args.final_eval_episodes}")
@@ -227,7 +231,7 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
     env_id = args.env_id if args.env_id is not None else "CartPole-v1"
     preset = args.preset if args.preset is not None else "default"
     config = config_for(env_id, _without_impossible_stop(env_id, overrides, preset), preset)
-    env_facts(env_id, args.env_backend)  # fail early on unknown ids, unsupported spaces and backends
+    env_facts(env_id, args.env_backend or "auto")  # fail early on unknown ids, unsupported spaces and backends
     name = f"seed{seeds[0]}" if layout == "single" else f"seeds{seeds[0]}-{seeds[-1]}"
     out = args.out or Path("runs") / f"{env_id.replace('/', '_')}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
     preset_total = preset_total_steps(preset, env_id)  # checked even when --total-steps overrides it
@@ -273,11 +277,15 @@ def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFl
         if stop:
             print(f"Interrupted by {stop.reason} before training started; nothing was written.")
             return SIGNAL_EXIT[stop.reason]
-        result = train(config, env_id, seeds, out, total, layout=layout, resume=bool(args.resume),
-                       save_replay=not args.no_save_replay, checkpoint_every=args.checkpoint_every,
+        resume = bool(args.resume)  # a run option not given again is the run's own (recorded in its checkpoint)
+        result = train(config, env_id, seeds, out, total, layout=layout, resume=resume,
+                       save_replay=None if resume and not args.no_save_replay else not args.no_save_replay,
+                       checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else
+                       None if resume else DEFAULT_CHECKPOINT_EVERY,
                        final_eval_episodes=args.final_eval_episodes, progress=not args.no_progress, stop=stop,
-                       plot=True, notify=print, env_backend=args.env_backend, tensorboard=args.tensorboard,
-                       preset=getattr(args, "preset_record", None))
+                       plot=True, notify=print,
+                       env_backend=args.env_backend,
+                       tensorboard=args.tensorboard, preset=getattr(args, "preset_record", None))
     except (ValueError, CheckpointError) as e:  # EnvError and RunFolderError are ValueErrors
         fail(prog, str(e))
     except OSError as e:  # a file of the run could not be written: not a usage error

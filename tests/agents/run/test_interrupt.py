@@ -207,3 +207,24 @@ def test_an_unedited_log_with_rows_after_the_checkpoint_still_resumes(tmp_path: 
     log.write_bytes(log.read_bytes() + b"999,1000,1.0,10,0.5,1.0\r\n")
     assert _train(tmp_path / "run", [0], resume=True)["status"] == "completed"
     assert "999,1000" not in log.read_text()
+
+
+def test_the_command_line_resume_keeps_the_runs_options(tmp_path: Path, capsys) -> None:
+    """`train_cartpole.py --resume DIR --total-steps N`, without the options the run was started with, continues
+    it exactly as the same command with those options run to N at once (the run's backend, its final evaluation)."""
+    from scripttools import load_script, run_main
+
+    from agents.run.compare import compare_runs
+
+    script = load_script("train_cartpole")
+    flags = ["--hidden-sizes", "8", "--batch-size", "16", "--buffer-size", "500", "--learning-starts", "64",
+             "--n-envs", "2", "--eval-freq", "200", "--eval-episodes", "2", "--no-progress",
+             "--env-backend", "gymnasium", "--final-eval-episodes", "3", "--checkpoint-every", "100"]
+    code, _, err = run_main(script, capsys, *flags, "--total-steps", "600", "--out", tmp_path / "whole")
+    assert code == 0 and err == ""
+    code, _, err = run_main(script, capsys, *flags, "--total-steps", "300", "--out", tmp_path / "cut")
+    assert code == 0 and err == ""
+    code, _, err = run_main(script, capsys, "--resume", tmp_path / "cut", "--total-steps", "600", "--no-progress")
+    assert code == 0 and err == ""  # no "could not be restored exactly", no raw warning
+    assert compare_runs(tmp_path / "whole", tmp_path / "cut") == []
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz").meta["options"]["env_backend"] == "gymnasium"
