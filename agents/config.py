@@ -203,8 +203,10 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 def preset_path(env_id: str) -> Path | None:
     """The package's preset for `env_id` (`agents/presets/<env_id>.toml`), or None if it has none."""
+    if "/" in env_id or not env_id or len(env_id.encode()) > 200:  # namespaced, empty or no file name: no preset
+        return None
     path = PRESET_DIR / f"{env_id}.toml"
-    return path if "/" not in env_id and path.is_file() else None
+    return path if path.is_file() else None
 
 
 def preset_names() -> list[str]:

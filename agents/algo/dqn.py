@@ -129,6 +129,17 @@ class DQNAgent:
         (3,)
     """
 
+    @staticmethod
+    def nbytes_for(obs_dim: int, n_actions: int, config: DQNConfig, members: int = 1) -> int:
+        """About the bytes `members` members of this agent take: per member its parameters eight times over (the
+        online network and its gradients, the target, Adam's two moments, clipping and step scratch) and the
+        activations of three forward passes and one backward pass on a batch. An estimate to refuse a network too
+        large for memory before allocating it (numpy would fail part-way, or the kernel kill the process)."""
+        sizes = (int(obs_dim), *map(int, config.hidden_sizes), int(n_actions) + (1 if config.dueling else 0))
+        n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True))
+        activations = 8 * config.batch_size * sum(sizes)
+        return int(members) * (8 * n_params + activations) * np.dtype(config.dtype).itemsize
+
     def __init__(self, obs_dim: int, n_actions: int, config: DQNConfig, rng: np.random.Generator) -> None:
         if not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")

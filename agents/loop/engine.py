@@ -115,6 +115,10 @@ class Engine:
         what = f"buffer_size {config.buffer_size}: the replay buffer" if S == 1 else \
             f"{S} seeds x buffer_size {config.buffer_size}: the replay buffers"
         require_memory(need, what)
+        networks = DQNAgent.nbytes_for(obs_dim, n_actions, config, S)  # before any array: numpy would fail midway
+        hidden = " x ".join(map(str, config.hidden_sizes))
+        require_memory(need + networks, f"{what}, with {'' if S == 1 else f'{S} x '}hidden_sizes {hidden} "
+                       f"(the networks, their gradients and Adam moments),")
         self.agent = DQNAgent(obs_dim, n_actions, config, [r["agent"] for r in rngs])
         replay_rngs = [r["replay"] for r in rngs]
         self.replay = (PrioritizedReplay(config.buffer_size, obs_dim, replay_rngs, config.dtype,

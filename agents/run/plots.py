@@ -38,7 +38,9 @@ def plot_learning_curve(files: RunFiles, env_id: str, threshold: float | None = 
                 label="training episode return")
     if len(evals):
         mean = evals["mean"]
-        spread = np.stack([mean - evals["min"], evals["max"] - mean])
+        # mean - min and max - mean, never below 0: a mean of equal returns can round past them (0.8000000000000002
+        # over returns of 0.8), and matplotlib refuses a negative error bar
+        spread = np.maximum(np.stack([mean - evals["min"], evals["max"] - mean]), 0.0)
         ax.errorbar(evals["env_steps"], mean, yerr=spread, fmt="o-", ms=3, lw=1.2, capsize=2, color="tab:orange",
                     label="greedy evaluation: mean, min to max")
         bests = np.flatnonzero(evals["is_best"])

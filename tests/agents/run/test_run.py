@@ -556,3 +556,16 @@ def test_a_buffer_too_large_for_memory_is_refused_before_the_folder_exists(tmp_p
     with pytest.raises(ValueError, match=r"buffer_size 2000000000: the replay buffer would need 96000000000 bytes"):
         train_one(DQNConfig(buffer_size=2_000_000_000), ENV_ID, 0, out, 1000)
     assert not out.exists()
+
+
+def test_networks_too_large_for_memory_are_refused_before_anything_is_allocated_or_written(tmp_path: Path) -> None:
+    from agents.algo.dqn import DQNAgent
+
+    config = DQNConfig(hidden_sizes=(1_000_000, 1_000_000), buffer_size=1000)  # 10^12 weights: 32 TB in float32
+    need = DQNAgent.nbytes_for(4, 2, config, 2)
+    assert need > 8 * 10**12 * 4  # eight copies of the parameters at least
+    with writes_nothing(tmp_path), pytest.raises(ValueError, match=r"2 seeds x buffer_size 1000: the replay buffers, "
+                                                 r"with 2 x hidden_sizes 1000000 x 1000000 .* would need \d+ bytes"):
+        train(config, ENV_ID, [0, 1], tmp_path / "batch", 1000)
+    small = DQNAgent.nbytes_for(4, 2, DQNConfig(hidden_sizes=(64, 64)), 1)  # the defaults: well under a megabyte
+    assert small < 10**6
