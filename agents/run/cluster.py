@@ -71,6 +71,9 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
 @contextlib.contextmanager
 def _blas_pinned() -> Iterator[None]:
     """While active, BLAS thread counts are 1 in this process's environment and in Dask's pre-spawn environment.
@@ -80,8 +83,11 @@ def _blas_pinned() -> Iterator[None]:
     """
     import dask
 
-    before = {k: os.environ.get(k) for k in BLAS_THREADS}
+    before = {k: os.environ.get(k) for k in (*BLAS_THREADS, "PYTHONWARNINGS")}
     os.environ.update(BLAS_THREADS)
+    # multiprocessing's resource tracker, started with the workers, warns at exit about the semaphores of workers
+    # killed by a stop request (`Cluster.close(now=True)`): two lines of noise on stderr after a clean stop
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (before["PYTHONWARNINGS"], QUIET_TRACKER)))
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ":
                               {**dask.config.get("distributed.nanny.pre-spawn-environ"), **BLAS_THREADS}}):
@@ -150,12 +156,24 @@ class Cluster:
                 note = " (its charts need bokeh>=3.1: pip install bokeh)"
         return f"Dask: {self.where}, {self.n_workers} worker(s); dashboard: {self.dashboard}{note}"
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Disconnect, and end a local cluster's workers. `now` (a stop request: the parts still running are
+        cancelled and lost anyway) ends them at once: their processes are killed instead of waiting for the task
+        each is running to return, which a busy worker does not do for seconds (a signal is honoured within a
+        second). The scheduler and nanny log that the workers died, which is what was asked: those lines are not
+        shown."""
+        if now and self.local is not None:
+            for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.core"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            for nanny in list(getattr(self.local, "workers", {}).values()):
+                process = getattr(getattr(nanny, "process", None), "process", None)
+                with contextlib.suppress(Exception):
+                    process.kill()
         with contextlib.suppress(Exception):
-            self.client.close()
+            self.client.close(timeout=1) if now else self.client.close()
         if self.local is not None:
             with contextlib.suppress(Exception):
-                self.local.close()
+                self.local.close(timeout=1) if now else self.local.close()
             self.local = None
 
     def __enter__(self) -> Cluster:
@@ -424,7 +442,7 @@ def train_distributed(config: DQNConfig, env_id: str, seeds: Sequence[int], out_
             driver.submit(parts)
             finished = driver.finished()
             driver.cancel()
-            cluster.close()  # the merge needs no workers
+            cluster.close(now=bool(stop))  # the merge needs no workers; a stop ends them at once
             if not finished:
                 done = sorted(str(p) for p in (root / "parts").glob("part*")) if (root / "parts").is_dir() else []
                 return {"status": "interrupted", "parts": done, "out_dir": str(root)}
