@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _OneLineParser(
         prog="python -m dqn_np.gradcheck", description="Gradient-check the MLP's backward pass under every loss.",
-        epilog="exit status: 0 all pass; 1 some parameter fails; 2 bad input",
+        epilog="exit status: 0 all pass; 1 some parameter fails; 2 bad input", allow_abbrev=False,
     )
     parser.add_argument("--seed", type=int, default=0,
                         help=f"seed of the Generator for weights and data, 0 to {MAX_SEED} (default: 0)")

@@ -25,13 +25,12 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from agents.run.aggregate import check_aggregate_out, format_aggregate, read_seed_folders
 from agents.run.checkpoint import atomic_write_text
-from agents.run.cli import OneLineParser, fail
+from agents.run.cli import OneLineParser, fail, path_arg
 from agents.run.stats import aggregate_seeds, plot_aggregate
 from agents.run.train import AGGREGATE_SEED
 
@@ -42,8 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(prog=PROG, description=__doc__,
                       epilog="exit status: 0 written; 1 the plot or a file could not be written; 2 bad input "
                              "(nothing written)")
-    p.add_argument("folders", nargs="+", type=Path, help="batch folders and/or single-run folders")
-    p.add_argument("--out", type=Path, required=True,
+    p.add_argument("folders", nargs="+", type=path_arg, help="batch folders and/or single-run folders")
+    p.add_argument("--out", type=path_arg, required=True,
                    help="folder for aggregate.json and aggregate.png, created if missing (required)")
     p.add_argument("--threshold", type=float, default=None,
                    help="return that counts as solved in the plot and the best-model count (default: the runs' "

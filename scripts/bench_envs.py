@@ -24,7 +24,7 @@ import numpy as np
 
 from agents.run.aggregate import check_output_file
 from agents.run.checkpoint import atomic_open
-from agents.run.cli import OneLineParser, fail
+from agents.run.cli import OneLineParser, fail, path_arg
 from agents.validate import MAX_SEED
 from envs import VecEnv
 
@@ -112,14 +112,17 @@ MAX_REPEATS = 1_000
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="bench_envs.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="bench_envs.py", description=__doc__.splitlines()[0],
+                           epilog="exit status: 0 done; 1 the JSON file could not be written after the timing; 2 bad "
+                                  "input (one line, nothing written)")
     parser.add_argument("--steps", type=int, default=2000, help=f"step calls per timed repeat, 1 to {MAX_STEPS} "
                         "(default 2000)")
     parser.add_argument("--repeats", type=int, default=5, help=f"timed repeats per case (median reported), 1 to "
                         f"{MAX_REPEATS} (default 5)")
     parser.add_argument("--seed", type=int, default=0,
                         help=f"seed of the episode seeds and the actions, 0 to {MAX_SEED} (default 0)")
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON line to PATH (default: no file)")
+    parser.add_argument("--json", type=path_arg, metavar="PATH",
+                        help="also write the JSON line to PATH (default: no file)")
     parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     parser.add_argument("--quick", action="store_true", help="tiny run (20 steps, 2 repeats) for smoke tests")
     args = parser.parse_args(argv)
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_open(args.json, "w") as f:
                 f.write(line + "\n")
         except OSError as err:
-            print(f"{parser.prog}: cannot write {args.json}: {err.strerror}", file=sys.stderr)
+            print(f"{parser.prog}: error: cannot write {args.json}: {err.strerror or err}", file=sys.stderr)
             return 1
     return 0
 

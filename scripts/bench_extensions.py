@@ -42,7 +42,7 @@ from agents.data.prioritized import PrioritizedReplay  # noqa: E402
 from agents.data.replay import MemberReplay, require_memory  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_write_text  # noqa: E402
-from agents.run.cli import OneLineParser  # noqa: E402
+from agents.run.cli import OneLineParser, path_arg  # noqa: E402
 from agents.validate import MAX_SEED  # noqa: E402
 
 OBS_DIM, N_ACTIONS = 4, 2
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are printed (default: 5)")
     p.add_argument("--seed", type=int, default=0,
                    help=f"seeds the weights, the data and the draws, 0 to {MAX_SEED} (default: 0)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures to PATH (default: none)")
+    p.add_argument("--json", type=path_arg, metavar="PATH", help="also write the figures to PATH (default: none)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file (default: refused)")
     args = p.parse_args(argv)
     for flag in ("capacity", "batch_size", "steps", "repeats"):

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_write_text  # noqa: E402
-from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail  # noqa: E402
+from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, path_arg  # noqa: E402
 from agents.run.train import env_facts  # noqa: E402
 
 PROG = "bench_seeds.py"
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total-steps", type=int, default=5000, help="environment steps per seed (default: 5000)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each configuration; medians are shown (default: 3)")
     p.add_argument("--env-id", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to PATH (default: none)")
+    p.add_argument("--json", type=path_arg, default=None, metavar="PATH",
+                   help="also write the figures to PATH (default: none)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file (default: refused)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     add_config_args(p)

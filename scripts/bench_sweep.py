@@ -40,7 +40,9 @@ def sitting(spec, workers: int, root: Path) -> tuple[float, float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__)
+    p = OneLineParser(prog=PROG, description=__doc__,
+                      epilog="exit status: 0 done; 2 bad input, or the [sweep] extra missing (one line, nothing "
+                             "written)")
     p.add_argument("--repeats", type=int, default=3, help="sittings, each 1 worker then 2 (default: 3)")
     p.add_argument("--total-steps", type=int, default=10_000, help="steps per seed of each trial (default: 10000)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per trial (default: 2)")

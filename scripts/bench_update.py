@@ -58,7 +58,7 @@ from agents.config import DQNConfig  # noqa: E402
 from agents.data.replay import Batch  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_open  # noqa: E402
-from agents.run.cli import OneLineParser, fail  # noqa: E402
+from agents.run.cli import OneLineParser, fail, path_arg  # noqa: E402
 from agents.validate import MAX_SEED  # noqa: E402
 
 SIZES = ((4, 64, 2), (4, 64, 64, 2), (4, 256, 256, 2))
@@ -315,14 +315,18 @@ MAX_REPEATS = 1_000
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="bench_update.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="bench_update.py", description=__doc__.splitlines()[0],
+                           epilog="exit status: 0 done; 1 the library and the reference disagree (nothing timed), or "
+                                  "the JSON file could not be written after the timing; 2 bad input (one line, "
+                                  "nothing written)")
     parser.add_argument("--steps", type=int, default=300,
                         help=f"updates per timed repeat, 1 to {MAX_STEPS} (default 300)")
     parser.add_argument("--repeats", type=int, default=15,
                         help=f"timed repeats per side (the median is reported), 1 to {MAX_REPEATS} (default 15)")
     parser.add_argument("--seed", type=int, default=0,
                         help=f"seed of the weights and the batch pool, 0 to {MAX_SEED} (default 0)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH (default: no file)")
+    parser.add_argument("--json", type=path_arg, metavar="PATH",
+                        help="also write the results as JSON to PATH (default: no file)")
     parser.add_argument("--force", action="store_true", help="let --json replace an existing file")
     parser.add_argument("--quick", action="store_true", help="tiny run (20 steps, 2 repeats) for smoke tests")
     parser.add_argument("--stacked", action="store_true",

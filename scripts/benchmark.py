@@ -39,10 +39,11 @@ from agents.algo.dqn import DQNAgent  # noqa: E402
 from agents.config import DQNConfig  # noqa: E402
 from agents.loop.evaluation import evaluate  # noqa: E402
 from agents.run import RunFiles, env_facts, make_vec_env, train_one  # noqa: E402
-from agents.run.aggregate import check_output_file  # noqa: E402
+from agents.run.aggregate import check_out_folder, check_output_file  # noqa: E402
 from agents.run.checkpoint import CheckpointError, atomic_write_text  # noqa: E402
-from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds  # noqa: E402
-from agents.validate import path_fits  # noqa: E402
+from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds, path_arg  # noqa: E402
+from agents.run.folder import RUN_FILE_NAMES  # noqa: E402
+from agents.run.train import BATCH_FILE_NAMES  # noqa: E402
 from agents.validate import seeds as checked_seeds  # noqa: E402
 
 PROG = "benchmark.py"
@@ -94,23 +95,22 @@ def _median(rows: list[dict], key: str) -> float | None:
 
 def check_runs_folder(out: str, seeds: list[int]) -> None:
     """Refuse, before any seed trains, an --out that could not hold the runs: a file, under a file, not writable, a
-    name too long, or an OUT/seed<k> that already holds a run (which would stop the benchmark midway)."""
-    root = path_fits(out, "--out")
+    name too long (`check_out_folder`), or a folder that holds a run of any layout already: a run's or a batch's own
+    files (`RUN_FILE_NAMES`, `BATCH_FILE_NAMES`, as the training commands refuse them) or a non-empty seed<k>/ (an
+    earlier benchmark's, or a batch's); two runs in one folder could not be told apart."""
+    root = check_out_folder("--out", out)
     try:
-        if root.exists() and not root.is_dir():
-            raise ValueError(f"--out {root}: it is a file, not a folder")
-        nearest = next((f for f in (root, *root.parents) if f.exists()), Path("."))
-        if not nearest.is_dir():
-            raise ValueError(f"--out {root}: {nearest} is not a folder")
-        if not os.access(nearest, os.W_OK | os.X_OK):
-            raise ValueError(f"--out {root}: cannot write into {nearest}: permission denied")
-        if root.is_dir():
-            for seed in seeds:  # linear: one look per seed
-                existing = RunFiles(root / f"seed{seed}").existing()
-                if existing:
-                    raise ValueError(f"--out {root}: {existing[0]} exists (a run of seed {seed}); give a new --out")
+        if not root.is_dir():
+            return
+        found = [root / name for name in dict.fromkeys((*BATCH_FILE_NAMES, *RUN_FILE_NAMES)) if (root / name).exists()]
+        for folder in sorted(p for p in root.glob("seed*") if p.is_dir()):  # linear: one look per folder
+            inside = RunFiles(folder).existing() or sorted(folder.iterdir())
+            found += inside[:1]
     except OSError as e:
         raise ValueError(f"--out {root}: cannot use this folder: {e.strerror or e}") from None
+    if found:
+        of = f" (a run of seed {found[0].parent.name[4:]})" if found[0].parent != root else ""
+        raise ValueError(f"--out {root}: {found[0]} exists{of}: the folder already holds a run; give a new --out")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--final-eval-episodes", type=int, default=DEFAULT_FINAL_EVAL_EPISODES,
                    help="episodes of the final evaluation of each seed's final and best model, as in the training "
                         f"commands (default: {DEFAULT_FINAL_EVAL_EPISODES})")
-    p.add_argument("--out", default=None, help="keep the runs in this folder (default: a temporary folder, removed)")
-    p.add_argument("--json", default=None, metavar="PATH",
+    p.add_argument("--out", type=path_arg, default=None,
+                   help="keep the runs in this folder, as OUT/seed<k>/; it must hold no run already (default: a "
+                        "temporary folder, removed)")
+    p.add_argument("--json", type=path_arg, default=None, metavar="PATH",
                    help="also write the results as one JSON object to PATH (default: none)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file (default: refused)")
     add_config_args(p)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from agents.run.cli import OneLineParser, fail
+from agents.run.cli import OneLineParser, fail, path_arg
 from agents.run.compare import CompareError, compare_runs
 
 PROG = "compare_runs.py"
@@ -29,15 +29,15 @@ PROG = "compare_runs.py"
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog=PROG, description=__doc__,
                       epilog="exit status: 0 the same run; 1 they differ; 2 bad input")
-    p.add_argument("a", type=Path, help="a finished run folder (single run or batch)")
-    p.add_argument("b", type=Path, help="another finished run folder, of the same seeds")
+    p.add_argument("a", type=path_arg, help="a finished run folder (single run or batch)")
+    p.add_argument("b", type=path_arg, help="another finished run folder, of the same seeds")
     p.add_argument("--max-lines", type=int, default=20,
                    help="differences printed at most (default: 20; the count is always printed)")
     args = p.parse_args(argv)
     if args.max_lines < 1:
         fail(PROG, f"--max-lines must be a positive integer, got {args.max_lines}")
     try:
-        differences = compare_runs(args.a, args.b)
+        differences = compare_runs(Path(args.a), Path(args.b))
     except CompareError as e:
         fail(PROG, str(e))
     if not differences:

@@ -58,7 +58,7 @@ from agents.loop.events import Callback, EvalRow  # noqa: E402
 from agents.run import env_facts, train_one  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_write_text  # noqa: E402
-from agents.run.cli import OneLineParser, fail, parse_bool, parse_seeds  # noqa: E402
+from agents.run.cli import OneLineParser, fail, parse_bool, parse_seeds, path_arg  # noqa: E402
 from agents.run.train import DEFAULT_TOTAL_STEPS, FINAL_EVAL_SEED  # noqa: E402
 from agents.validate import MAX_SEED  # noqa: E402
 
@@ -346,7 +346,8 @@ def parse_args(argv: list[str] | None) -> Any:
                    help="end each run, both sides, at its first solving evaluation; seconds and steps to solve do "
                         "not change, the final model becomes the solving one (default: the dqn-np preset's "
                         "stop_when_solved)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
+    p.add_argument("--json", type=path_arg, default=None, metavar="PATH",
+                   help="also write every figure to this JSON file")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     return p.parse_args(argv)
 

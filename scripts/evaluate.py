@@ -39,7 +39,7 @@ from agents.algo.dqn import DQNAgent
 from agents.loop.evaluation import evaluate
 from agents.run.aggregate import check_output_file
 from agents.run.checkpoint import CheckpointError, atomic_write_text, check_compatible, load_checkpoint
-from agents.run.cli import OneLineParser, fail
+from agents.run.cli import OneLineParser, fail, path_arg
 from agents.run.gif import MAX_FPS, MIN_FPS, check_gif_path, default_fps, pillow, write_gif
 from agents.run.models import agent_from_checkpoint
 from envs import EnvError, VecEnv
@@ -57,22 +57,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0],
                            epilog="exit status: 0 evaluated; 1 the GIF or the JSON file could not be written after "
                                   "the evaluation; 2 bad input (nothing written)")
-    parser.add_argument("checkpoint", type=Path, help="best.npz, final.npz, a training checkpoint, or a run folder")
+    parser.add_argument("checkpoint", type=path_arg, help="best.npz, final.npz, a training checkpoint, or a run folder")
     parser.add_argument("--episodes", type=int, default=100,
                         help=f"greedy episodes to run, 1 to {MAX_EPISODES} (default 100)")
     parser.add_argument("--seed", type=int, default=0,
                         help="episode i resets with seed + i; 0 <= seed <= 2**63 - episodes (default 0)")
     parser.add_argument("--env-id", help=f"Gymnasium id (default: the file's env_id, else {DEFAULT_ENV_ID})")
-    parser.add_argument("--json", type=Path, metavar="PATH", default=None,
+    parser.add_argument("--json", type=path_arg, metavar="PATH", default=None,
                         help="also write the results as one JSON object to PATH (default: none)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing --json and --gif files (default: an existing file is refused)")
     gif = parser.add_argument_group("GIF of the agent (needs pip install -e '.[render]')")
-    gif.add_argument("--gif", type=Path, metavar="OUT.gif",
+    gif.add_argument("--gif", type=path_arg, metavar="OUT.gif",
                      help="after the evaluation, write its first --gif-episodes episodes as an animated GIF "
                           "(default: none)")
     gif.add_argument("--gif-episodes", type=int, default=None, metavar="K",
-                     help="episodes in the GIF; episode i is the evaluation's episode i, seed + i (default 1)")
+                     help="episodes in the GIF, at most --episodes; episode i is the evaluation's episode i, seed + i "
+                          "(default 1)")
     gif.add_argument("--gif-every", type=int, default=None, metavar="N",
                      help=f"keep every N-th step of each episode, and always its last (default: the env's "
                           f"render_fps / {GIF_FPS}, rounded, at least 1: 2 for CartPole and LunarLander, 1 for "
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gif.add_argument("--gif-scale", type=float, default=None, metavar="S",
                      help="downscale frames by S in (0, 1] (default 1: the env's render size)")
     args = parser.parse_args(argv)
+    for name in ("checkpoint", "json", "gif"):  # path_arg keeps the text as given
+        if getattr(args, name) is not None:
+            setattr(args, name, Path(getattr(args, name)))
     if not 1 <= args.episodes <= MAX_EPISODES:
         parser.error(f"--episodes must be in [1, {MAX_EPISODES}], got {_short(args.episodes)}")
     if not 0 <= args.seed <= MAX_RESET_SEED - (args.episodes - 1):  # the last episode's reset seed is an int64
@@ -100,6 +104,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value, ok, want in checks:
         if not ok:
             parser.error(f"--gif-{name} must be {want}, got {value}")
+    if args.gif_episodes is not None and args.gif_episodes > args.episodes:  # the GIF replays evaluated episodes
+        parser.error(f"--gif-episodes {args.gif_episodes} is more than --episodes {args.episodes}: the GIF shows "
+                     f"episodes of the evaluation; give --gif-episodes {args.episodes} or fewer, or more --episodes")
     return args
 
 
@@ -117,8 +124,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise ValueError(f"--json and --gif name the same file {args.json}")
     if args.gif is not None:  # a path that cannot be written, an existing file, Pillow missing
         check_gif_path(args.gif)
-        if args.gif.exists() and not args.force:
-            raise ValueError(f"--gif {args.gif}: the file exists; choose another name, or add --force to replace it")
+        check_output_file("--gif", args.gif, args.force)  # its folder takes a new file; an existing one needs --force
         pillow()
 
 

@@ -28,7 +28,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from agents.loop.events import StopFlag  # noqa: E402
-from agents.run.cli import OneLineParser, fail  # noqa: E402
+from agents.run.cli import OneLineParser, fail, path_arg  # noqa: E402
 from agents.run.train import SIGNAL_EXIT, stop_on_signals  # noqa: E402
 
 PROG = "sweep.py"
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None, stop: StopFlag) -> int:
     """`main` with the caller's stop flag and no signal handlers of its own."""
     p = OneLineParser(prog=PROG, description=__doc__)
-    p.add_argument("spec", type=Path, help="the sweep's TOML SPEC")
-    p.add_argument("--out", type=Path, required=True, help="the sweep's folder (the same one continues it)")
+    p.add_argument("spec", type=path_arg, help="the sweep's TOML SPEC")
+    p.add_argument("--out", type=path_arg, required=True, help="the sweep's folder (the same one continues it)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="worker processes of a local Dask cluster (default: the CPU count)")
@@ -58,6 +58,7 @@ def _main(argv: list[str] | None, stop: StopFlag) -> int:
                        help="join the running Dask scheduler at ADDRESS instead (e.g. tcp://host:8786)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    args.out = Path(args.out)
     try:
         from agents.run.cluster import require_extra
 

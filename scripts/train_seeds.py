@@ -116,11 +116,16 @@ def _distributed(flags: argparse.Namespace, rest: list[str], stop: StopFlag) -> 
         return SIGNAL_EXIT.get(stop.reason, 130)
     for warning in result["warnings"]:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    if result["status"] == "diverged":  # every seed: one error line with the count and a reason, as without a cluster
+        reason = next(iter(result["stopped"].values()), "non-finite values")
+        print(f"{PROG}: error: every seed ({len(result['stopped'])}) diverged: {reason}; each part's folder in "
+              f"{root / 'parts'} holds its checkpoint of the last good state", file=sys.stderr)
+        return 1
     for seed, reason in result["stopped"].items():
         print(f"{PROG}: note: seed {seed} stopped: {reason}", file=sys.stderr)
     print(f"aggregate plot: {result['aggregate_plot']}" if result["aggregate_plot"] else NO_PLOT)
     print(report_batch(result, root) + f"; parts: {', '.join(p['folder'] for p in result['parts'])}")
-    return 1 if result["status"] == "diverged" else 0
+    return 0
 
 
 if __name__ == "__main__":

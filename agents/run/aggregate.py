@@ -5,6 +5,7 @@ and the checks every secondary command makes of the files it is about to write.
     study_differences(runs)       what differs between runs (configuration, env id, budget), by field
     check_output_file(flag, path) a results file (`--json PATH`) that can be written, checked before any work
     check_aggregate_out(out)      a folder for aggregate.json and aggregate.png that holds no other results
+    check_out_folder(flag, path)  any command's output folder: creatable and writable, checked before any work
 
 Rule for every output: a command writes only files it creates in this invocation; one that would replace a file
 already there is refused (one line, nothing written) unless `force` (the commands' `--force`).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,19 +192,54 @@ def _folders(folders: list[Path]) -> str:
 
 
 def _nearest_folder(path: Path) -> Path:
-    """The first existing ancestor of `path` (`path` itself excluded); "." for a bare relative name."""
+    """The first existing ancestor of `path` (`path` itself excluded; a dangling link counts, so that it is refused as
+    no folder); "." for a bare relative name."""
     for folder in path.parents:
-        if folder.exists():
+        if folder.exists() or folder.is_symlink():
             return folder
     return Path(".")
 
 
 def _writable_folder(flag: str, path: Path, folder: Path) -> None:
-    """Refuse `folder` (where `path` will be created) unless it is an existing, writable folder."""
+    """Refuse `folder` (where `path` will be created) unless it is an existing folder that takes a new entry.
+
+    Permission bits do not say it all (root ignores them; /proc, a read-only mount or a full quota refuse whatever
+    they say), so the folder is asked itself: a temporary folder is created in it and removed again (its error is
+    the reason given); the permission bits are then asked too (`os.access`), for a folder that only root may use.
+    """
     if not folder.is_dir():
         raise ValueError(f"{flag} {path}: {folder} is not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=".write-probe-", dir=folder)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write into {folder}: {e.strerror or e}") from None
+    os.rmdir(probe)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: cannot write into {folder}: permission denied")
+
+
+def check_out_folder(flag: str, folder: str | Path) -> Path:
+    """Refuse, before any work, an output folder that could not be created and written.
+
+    Args:
+        flag: the option's name for the message (`--out`).
+        folder: the folder the command will create (with its missing parents) or write into.
+
+    Returns:
+        `folder` as a Path.
+
+    Raises:
+        ValueError: one line naming the flag and the path: a name too long for the file system (`path_fits`), a file
+            where the folder or one of its parents should be, or a nearest existing folder that refuses a new entry.
+    """
+    folder = path_fits(folder, flag)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{flag} {folder}: it is a file, not a folder")
+        _writable_folder(flag, folder, folder if folder.is_dir() else _nearest_folder(folder))
+    except OSError as e:  # a loop of links, a path too long to look up, ...
+        raise ValueError(f"{flag} {folder}: cannot use this folder: {e.strerror or e}") from None
+    return folder
 
 
 def check_output_file(flag: str, path: str | Path, force: bool = False) -> Path:

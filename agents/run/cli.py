@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ from agents.config import (
 )
 from agents.loop.evaluation import MIN_SOLVE_EPISODES
 from agents.loop.events import StopFlag
-from agents.run.aggregate import format_aggregate
+from agents.run.aggregate import check_out_folder, format_aggregate
 from agents.run.checkpoint import CheckpointError, load_checkpoint
 from agents.run.folder import RunFiles
 from agents.run.tensorboard import check_tensorboard
@@ -95,14 +96,64 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr and exit status 2, like every other error here;
-    its help keeps the description's layout and never splits a flag's name (`HelpFormatter`)."""
+    its help keeps the description's layout and never splits a flag's name (`HelpFormatter`).
+
+    A flag has one name: abbreviations are off (`--hidden 16` is not `--hidden-sizes 16`, whatever the parser),
+    and an unknown flag's error names the flag it most likely meant (`suggest_flags`).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        if kwargs.get("allow_abbrev", False):
+            raise TypeError("OneLineParser takes no abbreviated flags: drop allow_abbrev=True")
+        kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            hint = suggest_flags(extras, self._option_string_actions)
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
         fail(self.prog, f"{message} (see --help)")
+
+
+def suggest_flags(given: list[str], known: Any) -> str:
+    """` (did you mean --hidden-sizes?)` for the unknown flags among `given` that are close to a known flag (the
+    only one it begins, else the closest by `difflib`), '' when none is.
+
+    Args:
+        given: the arguments the parser did not recognise.
+        known: the parser's option strings.
+    """
+    flags = sorted(f for f in known if f.startswith("--"))
+    hints = []
+    for arg in given:
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--") or name == "--" or name in known:
+            continue
+        starts = [f for f in flags if f.startswith(name)]
+        close = starts if len(starts) == 1 else difflib.get_close_matches(name, flags, n=1, cutoff=0.7)
+        if close:
+            hints.append((name, close[0]))
+    if not hints:
+        return ""
+    if len(hints) == 1:
+        return f" (did you mean {hints[0][1]}?)"
+    return f" (did you mean {', '.join(f'{right} for {wrong}' for wrong, right in hints)}?)"
+
+
+def path_arg(text: str) -> str:
+    """An argparse `type=` for every path-valued option and positional: the text as given, refused when it names no
+    path (empty or blank, which `Path` would read as the current folder) or holds a NUL byte (no file system takes
+    one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file or folder path, got {text!r}")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path without NUL bytes, got {text!r}")
+    return text
 
 
 def fail(prog: str, message: str) -> NoReturn:
@@ -115,19 +166,26 @@ MAX_SEEDS = 100_000  # a batch of more members than this is no one-process job
 
 
 def parse_seeds(text: str) -> list[int]:
-    """Seeds from `"0-9"`, `"0,3,7"`, `"0-4,10-14"` or `"0 3 7"`: non-negative, distinct, ranges inclusive.
+    """Seeds from `"0-9"`, `"0,3,7"`, `"0-4, 10-14"` or `"0 3 7"`: non-negative, distinct, ranges inclusive.
+
+    The items are separated by commas (spaces around them allowed) or, in a text with no comma, by spaces; each is
+    `K` or `A-B` in ASCII digits, nothing inside.
 
     Raises:
-        ValueError: an empty list, a malformed item (`a-b`, `3-1`, `-2`), or a seed given twice, naming it.
+        ValueError: an empty list, an empty item (`0,,1`, `0,1,`), a malformed item (`a-b`, `3-1`, `-2`, `1 2` between
+            commas, `0 - 9`, a non-ASCII digit), or a seed given twice, naming it.
     """
     seeds: list[int] = []
     seen: set[int] = set()
-    items = [item for item in text.replace(",", " ").split() if item]
-    if not items:
+    items = [item.strip() for item in text.split(",")] if "," in text else text.split()
+    if not any(items):
         raise ValueError(f"--seeds must name at least one seed (e.g. 0-9 or 0,3,7), got {text!r}")
     for item in items:
+        if not item:
+            raise ValueError(f"--seeds {text!r} has an empty item (two commas in a row, or one at an end): write "
+                             "seeds or ranges between commas, like 0-4,7")
         low, dash, high = item.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        if not _ascii_digits(low) or (dash and not _ascii_digits(high)):
             raise ValueError(f"--seeds item {item!r} is not a seed or a range of non-negative integers like 0-9")
         first, last = int(low), int(high) if dash else int(low)
         if last < first:
@@ -141,6 +199,10 @@ def parse_seeds(text: str) -> list[int]:
         seen.update(span)
         seeds.extend(span)
     return seeds
+
+
+def _ascii_digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
 
 
 def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argparse.Namespace:
@@ -160,16 +222,17 @@ def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argp
     p.add_argument("--env-backend", default=None, choices=ENV_BACKENDS,
                    help="auto: a NumPy vector env where one exists; numpy: require it; gymnasium: Gymnasium's "
                         "synchronous vector env, the reference path (default: auto; a resume: the run's own)")
-    p.add_argument("--preset", default=None, metavar="FILE",
+    p.add_argument("--preset", type=path_arg, default=None, metavar="FILE",
                    help="a TOML file of DQNConfig fields (and total_steps) to start from; explicit flags override it; "
                         "none: DQNConfig's defaults (default: the package's preset for --env-id, agents/presets/"
                         f"<env_id>.toml, which exists for {', '.join(preset_names()) or 'no env'})")
     p.add_argument("--total-steps", type=int, default=None,
                    help=f"environment steps per seed (default: the preset's total_steps, else {DEFAULT_TOTAL_STEPS}; "
                         "with --resume, the run's own)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<env>-seed<seed>-<time>)" if
+    p.add_argument("--out", type=path_arg, default=None, help="run folder (default: runs/<env>-seed<seed>-<time>)" if
                    layout == "single" else "batch folder (default: runs/<env>-seeds<first>-<last>-<time>)")
-    p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint")
+    p.add_argument("--resume", type=path_arg, metavar="DIR", default=None,
+                   help="continue the run in DIR from its checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="env steps per seed between checkpoints; 0: only at the end (default: 10000; a resume: the "
                         "run's own)")
@@ -180,7 +243,7 @@ def parse_args(argv: list[str] | None, layout: str, prog: str, doc: str) -> argp
                    help="episodes of the final evaluation of each seed's final and best model (default: "
                         "--eval-episodes; a resume: the run's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--tensorboard", metavar="DIR", default=None,
+    p.add_argument("--tensorboard", type=path_arg, metavar="DIR", default=None,
                    help="also write the logged scalars (training episodes and evaluations) as TensorBoard event "
                         "files into DIR" + (" (one TensorBoard run per seed: DIR/seed<k>/)" if layout == "batch" else
                                              "") + ", viewed with tensorboard --logdir DIR; needs tensorboardX; "
@@ -225,7 +288,9 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
         raise ValueError(f"--total-steps must be >= 1, got {args.total_steps}")
     if args.tensorboard is not None:  # the package and the folder; `train` checks the seeds' folders in it
         check_tensorboard(args.tensorboard)
+        check_out_folder("--tensorboard", args.tensorboard)
     if args.resume:  # the run's own environment, and its own total unless told otherwise (train reads both)
+        check_out_folder("--resume", args.resume)
         return None, "", seeds, args.total_steps, args.resume
     seeds = seeds or ([0] if layout == "single" else list(range(10)))
     env_id = args.env_id if args.env_id is not None else "CartPole-v1"
@@ -237,6 +302,7 @@ def _checked(args: argparse.Namespace, layout: str) -> tuple[DQNConfig | None, s
     preset_total = preset_total_steps(preset, env_id)  # checked even when --total-steps overrides it
     total = args.total_steps or preset_total or DEFAULT_TOTAL_STEPS
     args.preset_record = preset_record(preset, env_id)
+    check_out_folder("--out", out)  # creatable and writable; `train` checks, under its lock, that it holds no run
     return config, env_id, seeds, total, out
 
 
@@ -294,9 +360,9 @@ def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFl
     root = Path(result["out_dir"])
     for warning in result["warnings"]:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
-    diverged = result["status"] == "diverged"
+    diverged = result["status"] == "diverged"  # every seed: the one error line below names the count and a reason
     for seed, reason in result["stopped"].items():
-        if not (diverged and layout == "single"):
+        if not diverged:
             print(f"{prog}: warning: seed {seed} diverged and was stopped: {reason}", file=sys.stderr)
     if diverged:
         error = next(iter(result["stopped"].values()))

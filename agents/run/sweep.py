@@ -71,6 +71,7 @@ import numpy as np
 
 from agents.config import DQNConfig, config_for, read_preset
 from agents.loop.events import StopFlag
+from agents.run.aggregate import check_out_folder
 from agents.run.checkpoint import atomic_open, atomic_write_text
 from agents.run.cli import parse_seeds
 from agents.run.cluster import Cluster, Driver, Part, merge_parts, one_line, remove_attempts, require_extra
@@ -416,13 +417,23 @@ def _toml_value(v: Any) -> str:
 
 
 def check_folder(root: Path, spec: SweepSpec) -> None:
-    """Refuse a folder that holds something else than a sweep of this very SPEC (nothing is written)."""
+    """Refuse a folder that holds something else than a sweep of this very SPEC, or that could not be created and
+    written (`check_out_folder`: a name too long, a file on the way, a parent that takes no new entry); nothing is
+    written."""
     import tomllib
 
+    try:
+        is_file = root.exists() and not root.is_dir()
+    except OSError:  # a name too long to look up: check_out_folder names it
+        is_file = False
+    if is_file:
+        raise SpecError(f"{root}: is a file, not a sweep folder")
+    try:
+        check_out_folder("--out", root)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     if not root.exists():
         return
-    if not root.is_dir():
-        raise SpecError(f"{root}: is a file, not a sweep folder")
     stored = root / "spec.toml"
     if stored.exists():
         try:
@@ -791,7 +802,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int | None = Non
             try:
                 _drive(spec, book, search, cluster, stop, progress, notify)
             finally:
-                cluster.close()  # a local cluster's workers end here: nothing writes into DIR after this
+                # a local cluster's workers end here (at once after a stop): nothing writes into DIR after this
+                cluster.close(now=bool(stop))
                 book.remove_unfinished()
             rows = book.rows()
             _write_results(root, spec, book, rows, notify)

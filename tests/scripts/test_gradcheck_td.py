@@ -73,7 +73,7 @@ def test_impossible_tolerance_fails_with_status_1():
     (("--transitions", str(10**9)), "--transitions must be an integer from 1 to 100000"),
     (("--hidden-sizes", "0"), "--hidden-sizes must be 1 to 8 widths, each 1 to 1024, got [0]"),
     (("--hidden-sizes", "4096"), "each 1 to 1024"),
-    (("--hidden", "4", "--lr", "1"), "unrecognized arguments: --lr 1"),
+    (("--hidden", "4", "--lr", "1"), "unrecognized arguments: --hidden 4 --lr 1 (did you mean --hidden-sizes?)"),
 ], ids=lambda v: "-".join(v) if isinstance(v, tuple) else None)
 def test_bad_argument_is_a_one_line_usage_error(args, fragment, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "gradcheck_td.py"), *args], cwd=tmp_path,

@@ -395,8 +395,10 @@ def test_a_diverged_run_leaves_its_last_good_state_in_the_checkpoint(tmp_path: P
 def test_help_shows_the_defaults_of_the_run_options() -> None:
     proc = run("--help")
     text = " ".join(proc.stdout.split())
-    assert "only at the end (default: 10000)" in text
-    assert "episodes of the final evaluation of each seed's final and best model (default: --eval-episodes)" in text
+    assert "only at the end (default: 10000; a resume: the run's own)" in text
+    assert ("episodes of the final evaluation of each seed's final and best model (default: --eval-episodes; a "
+            "resume: the run's own)") in text
+    assert "(default: auto; a resume: the run's own)" in text
     assert "(default: the preset's total_steps, else 50000; with --resume, the run's own)" in text
     assert "exit status: 0 done; 1 every seed diverged" in text
 
