@@ -375,5 +375,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def _run_command() -> None:
+    """`main()` as a command: SIGINT / SIGTERM end it with one line and status 130 / 143, never a traceback (the
+    project's commands do the same through agents.run.entry, which this numpy-only package does not import)."""
+    import signal
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        status = main()
+    except KeyboardInterrupt as e:
+        name = e.args[0] if e.args else "SIGINT"
+        print(f"gradcheck: interrupted by {name}; nothing was written", file=sys.stderr)
+        raise SystemExit(143 if name == "SIGTERM" else 130) from None
+    raise SystemExit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _run_command()

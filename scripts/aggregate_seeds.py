@@ -31,6 +31,7 @@ import numpy as np
 from agents.run.aggregate import check_aggregate_out, format_aggregate, read_seed_folders
 from agents.run.checkpoint import atomic_write_text
 from agents.run.cli import OneLineParser, fail, path_arg
+from agents.run.entry import run_command  # noqa: E402
 from agents.run.stats import aggregate_seeds, plot_aggregate
 from agents.run.train import AGGREGATE_SEED
 
@@ -97,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main, "aggregate_seeds.py")

@@ -41,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agents.run.cli import OneLineParser
+from agents.run.entry import run_command  # noqa: E402
 from agents.validate import MAX_SEED
 from dqn_np import MLP, SGD, huber, mae, mse
 from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, format_report
@@ -524,4 +525,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main, "backprop_demo.py", lambda: "nothing was written")

@@ -25,6 +25,7 @@ import numpy as np
 from agents.run.aggregate import check_output_file
 from agents.run.checkpoint import atomic_open
 from agents.run.cli import OneLineParser, fail, path_arg
+from agents.run.entry import run_command  # noqa: E402
 from agents.validate import MAX_SEED
 from envs import VecEnv
 
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main, "bench_envs.py", lambda: "nothing was written")

@@ -43,6 +43,7 @@ from agents.data.replay import MemberReplay, require_memory  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser, path_arg  # noqa: E402
+from agents.run.entry import run_command  # noqa: E402
 from agents.validate import MAX_SEED  # noqa: E402
 
 OBS_DIM, N_ACTIONS = 4, 2
@@ -172,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main, "bench_extensions.py", lambda: "nothing was written")

@@ -40,6 +40,7 @@ from agents.config import DQNConfig  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, path_arg  # noqa: E402
+from agents.run.entry import run_command  # noqa: E402
 from agents.run.train import env_facts  # noqa: E402
 
 PROG = "bench_seeds.py"
@@ -206,4 +207,4 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main, "bench_seeds.py", lambda: "nothing was written")

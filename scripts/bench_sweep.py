@@ -25,6 +25,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from agents.run.cli import OneLineParser, fail  # noqa: E402
+from agents.run.entry import run_command  # noqa: E402
 
 PROG = "bench_sweep.py"
 
@@ -85,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main, "bench_sweep.py", lambda: "nothing was written")

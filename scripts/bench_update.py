@@ -59,6 +59,7 @@ from agents.data.replay import Batch  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_open  # noqa: E402
 from agents.run.cli import OneLineParser, fail, path_arg  # noqa: E402
+from agents.run.entry import run_command  # noqa: E402
 from agents.validate import MAX_SEED  # noqa: E402
 
 SIZES = ((4, 64, 2), (4, 64, 64, 2), (4, 256, 256, 2))
@@ -398,4 +399,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main, "bench_update.py", lambda: "nothing was written")

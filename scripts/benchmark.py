@@ -42,6 +42,7 @@ from agents.run import RunFiles, env_facts, make_vec_env, train_one  # noqa: E40
 from agents.run.aggregate import check_out_folder, check_output_file  # noqa: E402
 from agents.run.checkpoint import CheckpointError, atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser, add_config_args, config_overrides, fail, parse_seeds, path_arg  # noqa: E402
+from agents.run.entry import run_command  # noqa: E402
 from agents.run.folder import RUN_FILE_NAMES  # noqa: E402
 from agents.run.train import BATCH_FILE_NAMES  # noqa: E402
 from agents.validate import seeds as checked_seeds  # noqa: E402
@@ -200,4 +201,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main, PROG, lambda: "nothing was written but the runs of the seeds it finished, in --out if one was "
+                                    "given (the one it was training is left incomplete there)")

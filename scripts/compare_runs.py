@@ -17,11 +17,11 @@ Example:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from agents.run.cli import OneLineParser, fail, path_arg
 from agents.run.compare import CompareError, compare_runs
+from agents.run.entry import run_command  # noqa: E402
 
 PROG = "compare_runs.py"
 
@@ -51,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main, "compare_runs.py", lambda: "nothing was written")

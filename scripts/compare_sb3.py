@@ -59,6 +59,7 @@ from agents.run import env_facts, train_one  # noqa: E402
 from agents.run.aggregate import check_output_file  # noqa: E402
 from agents.run.checkpoint import atomic_write_text  # noqa: E402
 from agents.run.cli import OneLineParser, fail, parse_bool, parse_seeds, path_arg  # noqa: E402
+from agents.run.entry import run_command  # noqa: E402
 from agents.run.train import DEFAULT_TOTAL_STEPS, FINAL_EVAL_SEED  # noqa: E402
 from agents.validate import MAX_SEED  # noqa: E402
 
@@ -465,4 +466,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main, "compare_sb3.py", lambda: "nothing was written")

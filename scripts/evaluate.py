@@ -40,6 +40,7 @@ from agents.loop.evaluation import evaluate
 from agents.run.aggregate import check_output_file
 from agents.run.checkpoint import CheckpointError, atomic_write_text, check_compatible, load_checkpoint
 from agents.run.cli import OneLineParser, fail, path_arg
+from agents.run.entry import run_command  # noqa: E402
 from agents.run.gif import MAX_FPS, MIN_FPS, check_gif_path, default_fps, pillow, write_gif
 from agents.run.models import agent_from_checkpoint
 from envs import EnvError, VecEnv
@@ -245,4 +246,4 @@ def write_episodes_gif(args: argparse.Namespace, agent: DQNAgent, render_env: An
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main, "evaluate.py", lambda: "nothing was written")

@@ -24,7 +24,6 @@ and the checked loss is the weighted TD loss.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -32,6 +31,7 @@ from agents.algo.dqn import DQNAgent
 from agents.config import LOSSES, DQNConfig
 from agents.data.replay import Batch, ReplayBuffer
 from agents.run.cli import OneLineParser, parse_bool
+from agents.run.entry import run_command  # noqa: E402
 from agents.validate import MAX_SEED
 from dqn_np import MLP, td_loss
 from dqn_np.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_gradients, check_settings, format_report
@@ -185,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main, "gradcheck_td.py", lambda: "nothing was written")

@@ -179,8 +179,8 @@ class Cluster:
     def __enter__(self) -> Cluster:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(now=exc_type is not None)  # leaving on an error or a signal: no worker's task is waited for
 
 
 def dask_setup(worker: Any) -> None:

@@ -3,9 +3,9 @@
 The training commands and sweeps stop cleanly on a signal themselves (they save and say how to resume:
 `agents.run.train.stop_on_signals`). Every other command (evaluations, benchmarks, gradient checks, the demo,
 aggregation) has nothing to save half-way: its outputs are written atomically at the end, so an interrupted one
-writes nothing. `run_command(main, prog)` runs it so that SIGINT or SIGTERM ends it at once with
+leaves nothing half-written. `run_command(main, prog)` runs it so that SIGINT or SIGTERM ends it at once with
 
-    <prog>: interrupted by SIGINT; nothing was written
+    <prog>: interrupted by SIGINT; nothing was left half-written
 
 on stderr and the status 130 (SIGINT) or 143 (SIGTERM), instead of a KeyboardInterrupt traceback (SIGINT) or a
 silent death (SIGTERM).
@@ -39,7 +39,8 @@ def run_command(main: Callable[[], int | None], prog: str, written: Callable[[],
     Args:
         main: the command's `main`, returning its exit status.
         prog: the command's name, for the line.
-        written: what an interrupted run leaves (default: "nothing was written").
+        written: what an interrupted run leaves (default: "nothing was left half-written": every file these
+            commands write is written atomically, whole or not at all).
     """
     for signum in SIGNAL_STATUS:
         signal.signal(signum, _raise)
@@ -49,7 +50,7 @@ def run_command(main: Callable[[], int | None], prog: str, written: Callable[[],
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         for s in SIGNAL_STATUS:  # a second signal while the line is printed ends the process, not the line
             signal.signal(s, signal.SIG_DFL)
-        left = written() if written is not None else "nothing was written"
+        left = written() if written is not None else "nothing was left half-written"
         print(f"{prog}: interrupted by {signal.Signals(signum).name}; {left}", file=sys.stderr)
         sys.exit(SIGNAL_STATUS[signum])
     sys.exit(status or 0)

@@ -15,7 +15,7 @@ def main():
     while True:
         sum(range(1000))
 
-run_command(main, "demo.py")
+run_command(main, "demo.py", lambda: "nothing was written")
 """
 
 
