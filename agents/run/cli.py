@@ -372,8 +372,12 @@ def _main(argv: list[str] | None, layout: str, prog: str, doc: str, stop: StopFl
         return 1
     if result["status"] == "interrupted" or stop:  # a signal after the summary was written: during the report
         steps = result["env_steps"]
+        cut = result.get("pending")
         when = (f"at step {steps} of {result['total_steps']}" if steps < result["total_steps"] else
+                f"in the last step ({steps})" if cut else
                 f"after all {steps} steps (final evaluation, saving or plotting)")
+        if cut:  # the step's gradient steps or evaluation were cut: the resume finishes that step first
+            when += (f", before its {cut[1]} remaining gradient steps" if cut[1] else ", during its evaluation")
         print(f"Interrupted by {stop.reason} {when}. Checkpoint ({(result['checkpoint_bytes'] or 0) / 1e6:.1f} MB) "
               f"and summary are in {root}\nResume with: {COMMANDS[layout]} --resume {root}")
         return SIGNAL_EXIT[stop.reason]

@@ -479,6 +479,7 @@ def _finish(engine: Engine, writer: FolderWriter | None, env_id: str, layout: st
         "stopped": {str(engine.seeds[s]): r for s, r in engine.stopped.items() if s not in engine.stopped_solved},
         "stopped_solved": [engine.seeds[s] for s in sorted(engine.stopped_solved)],
         "interrupted": engine.stop.reason, "aggregate": aggregate, "summaries": summaries,
+        "pending": None if engine.pending is None else list(engine.pending),  # a step a signal cut, owed on resume
         "aggregate_plot": None, "out_dir": None if writer is None else str(writer.checkpoint.parent),
         "warnings": [], "_plot": plot and status == "completed", "_threshold": threshold,
         "_stop": engine.stop, "_member_evals": engine.evaluator.member_evals.copy(),
