@@ -130,4 +130,4 @@ def test_dqn_np_imports_numpy_only():
         for target in top | lazy:
             assert target.split(".")[0] in ("numpy", "dqn_np", "__future__", "math", "collections", "typing",
                                             "dataclasses", "argparse", "sys", "functools", "itertools",
-                                            "abc"), f"{path.name} imports {target}"
+                                            "abc", "signal"), f"{path.name} imports {target}"

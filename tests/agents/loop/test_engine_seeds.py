@@ -508,7 +508,10 @@ def test_replay_memory_is_refused_before_allocation(monkeypatch):
 
 def test_replay_memory_that_fits_is_allocated(monkeypatch):
     cfg = small_config(buffer_size=1_000)
-    need = MemberReplay.nbytes_for(2, 1_000, OBS_DIM, cfg.dtype)
-    monkeypatch.setattr(agents.data.replay, "available_memory", lambda: need)
+    need = MemberReplay.nbytes_for(2, 1_000, OBS_DIM, cfg.dtype) + DQNAgent.nbytes_for(OBS_DIM, N_ACTIONS, cfg, 2)
+    monkeypatch.setattr(agents.data.replay, "available_memory", lambda: need)  # the buffers and networks, exactly
     batch = Engine(make_env, cfg, [0, 1])
     assert batch.replay.capacity == 1_000 and batch.replay.members == 2
+    monkeypatch.setattr(agents.data.replay, "available_memory", lambda: need - 1)  # one byte short: refused
+    with pytest.raises(ValueError, match=r"would need \d+ bytes"):
+        Engine(make_env, cfg, [0, 1])
