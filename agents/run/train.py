@@ -491,10 +491,13 @@ def _write_results(result: dict[str, Any], writer: FolderWriter, layout: str) ->
     stop, threshold = result.pop("_stop"), result.pop("_threshold")
     plot, member_evals = result.pop("_plot"), result.pop("_member_evals")
     root = writer.checkpoint.parent
-    if result["status"] == "completed" and stop:  # a signal during the final evaluation or saving
-        result.update(status="interrupted", interrupted=stop.reason)
-        for summary in result["summaries"]:
-            summary.update(status="interrupted", interrupted=stop.reason)
+    def mark_interrupted() -> None:
+        if result["status"] == "completed" and stop:  # a signal during the final evaluation, saving or plotting
+            result.update(status="interrupted", interrupted=stop.reason)
+            for summary in result["summaries"]:
+                summary.update(status="interrupted", interrupted=stop.reason)
+
+    mark_interrupted()
 
     def write_all() -> None:
         for files, summary in zip(writer.files, result["summaries"], strict=True):
@@ -509,9 +512,11 @@ def _write_results(result: dict[str, Any], writer: FolderWriter, layout: str) ->
     env_id = result["env_id"]
     try:
         for files, summary in zip(writer.files, result["summaries"], strict=True):
+            if stop:  # a signal while plotting: the plots left are optional, the results are written
+                break
             curve = plot_learning_curve(files, env_id, threshold)
             summary["learning_curve"] = None if curve is None else str(curve)
-        if layout == "batch":
+        if layout == "batch" and not stop:
             curves = {}
             for s, (k, files) in enumerate(zip(result["seeds"], writer.files, strict=True)):
                 if member_evals[s]:
@@ -525,6 +530,7 @@ def _write_results(result: dict[str, Any], writer: FolderWriter, layout: str) ->
         raise
     except Exception as e:  # an optional step: the results are already on disk
         result["warnings"].append(f"a plot could not be drawn ({type(e).__name__}: {e}); the results are written")
+    mark_interrupted()  # a resume of the run draws the plots a signal left out
     write_all()
 
 

@@ -6,6 +6,7 @@ check that the resumed run ends bit for bit where an uninterrupted one does.
 """
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,35 @@ def test_the_command_line_resume_keeps_the_runs_options(tmp_path: Path, capsys) 
     assert code == 0 and err == ""  # no "could not be restored exactly", no raw warning
     assert compare_runs(tmp_path / "whole", tmp_path / "cut") == []
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz").meta["options"]["env_backend"] == "gymnasium"
+
+
+def test_a_stop_while_plotting_draws_no_more_plots_and_the_results_stay_written(tmp_path: Path, monkeypatch) -> None:
+    """Plots are optional and come after the results: a signal among them ends the drawing (the run is then
+    "interrupted", and resuming it draws them), instead of waiting for a plot per seed."""
+    import importlib
+
+    train_module = importlib.import_module("agents.run.train")  # the module (agents.run.train is also the function)
+
+    flag, drawn = StopFlag(), []
+    real = train_module.plot_learning_curve
+
+    def plot_then_signal(files, env_id, threshold=None):
+        drawn.append(files.root.name)
+        path = real(files, env_id, threshold)
+        flag.set("SIGINT")  # the signal arrives while the first seed's plot is drawn
+        return path
+
+    monkeypatch.setattr(train_module, "plot_learning_curve", plot_then_signal)
+    result = train(CONFIG, ENV_ID, [0, 1, 2], tmp_path / "run", 256, layout="batch", final_eval_episodes=2,
+                   stop=flag, plot=True)
+    assert drawn == ["seed0"] and result["status"] == "interrupted"
+    assert sorted(p.parent.name for p in (tmp_path / "run").rglob("learning_curve.png")) == ["seed0"]
+    assert not (tmp_path / "run" / "aggregate.png").exists()
+    for k in range(3):  # every seed's results are on disk, saying what happened
+        summary = json.loads((tmp_path / "run" / f"seed{k}" / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["final_eval_mean"] is not None
+    monkeypatch.setattr(train_module, "plot_learning_curve", real)
+    resumed = train(None, ENV_ID, None, tmp_path / "run", None, layout="batch", resume=True, plot=True)
+    assert resumed["status"] == "completed"
+    assert len(list((tmp_path / "run").rglob("learning_curve.png"))) == 3
+    assert (tmp_path / "run" / "aggregate.png").exists()
