@@ -806,7 +806,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int | None = Non
                 cluster.close(now=bool(stop))
                 book.remove_unfinished()
             rows = book.rows()
-            _write_results(root, spec, book, rows, notify)
+            _write_results(root, spec, book, rows, notify, plot=not stop)
         finally:
             lock.release()
     return rows
@@ -872,8 +872,9 @@ def _refused(book: Book, trial: Trial) -> dict[str, Any] | None:
 
 
 def _write_results(root: Path, spec: SweepSpec, book: Book, rows: list[dict[str, Any]],
-                   notify: Callable[[str], None]) -> None:
-    """trials.csv, then best.json/best.toml, then the optional plot (a failure there is a notice)."""
+                   notify: Callable[[str], None], plot: bool = True) -> None:
+    """trials.csv, then best.json/best.toml, then the optional plot (a failure there is a notice; after a stop it
+    is left to the rerun that finishes the sweep, so the signal is honoured at once)."""
     book.write_csv()
     best = best_row(rows, spec.metric, spec.direction)
     if best is None:
@@ -881,7 +882,7 @@ def _write_results(root: Path, spec: SweepSpec, book: Book, rows: list[dict[str,
     else:
         write_best(root, spec, book, best)
     try:
-        if best is not None and plot_sweep(rows, spec, root / "sweep.png") is None:
+        if plot and best is not None and plot_sweep(rows, spec, root / "sweep.png") is None:
             notify(f"warning: {NO_PLOT}")
     except OSError:
         raise

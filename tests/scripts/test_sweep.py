@@ -110,9 +110,11 @@ def test_ctrl_c_keeps_the_finished_trials_exits_130_and_the_same_command_finishe
     kept = {p: t for p, t in stamps(out / "trials").items() if p.is_relative_to(next((out / "trials").glob(
         "*/trial.json")).parent)}
     assert not list((out / "trials").glob(".tmp-*"))
+    assert not (out / "sweep.png").exists()  # the optional plot is left to the run that finishes the sweep
     again = run(str(spec), "--out", str(out), "--workers", "2", "--no-progress")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "3 completed, 0 failed, 0 unfinished of 3 trials" in again.stdout
+    assert (out / "sweep.png").exists()
     assert {p: t for p, t in stamps(out / "trials").items() if p in kept} == kept
 
 
