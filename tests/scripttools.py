@@ -76,3 +76,21 @@ def writes_nothing(*roots: Path) -> Iterator[None]:
     yield
     after = snapshot(*roots)
     assert after == before, f"a refusal wrote: {changes(before, after)}"
+
+
+# (args, the error's fragment): the --json paths every command that writes results refuses before its work, in a
+# folder made by `make_output_paths`
+JSON_REFUSALS = [
+    (["--json", "missing/x.json"], "its folder"),
+    (["--json", "a_folder"], "it is a folder"),
+    (["--json", "file/x.json"], "is not a folder"),
+    (["--json", "n" * 300 + ".json"], "bytes long"),
+    (["--json", "old.json"], "the file exists"),
+]
+
+
+def make_output_paths(root: Path) -> None:
+    """What `JSON_REFUSALS` points at, in `root`: a folder, a file and an earlier results file."""
+    (root / "a_folder").mkdir()
+    (root / "file").write_text("a file")
+    (root / "old.json").write_text("earlier figures")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripttools import load_script, writes_nothing
+from scripttools import JSON_REFUSALS, load_script, make_output_paths, writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,11 +49,7 @@ def script():
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--json", "missing/x.json"], "its folder"),
-    (["--json", "a_folder"], "it is a folder"),
-    (["--json", "file/x.json"], "is not a folder"),
-    (["--json", "n" * 300 + ".json"], "bytes long"),
-    (["--json", "old.json"], "the file exists"),
+    *JSON_REFUSALS,
     (["--members", str(10**9)], "of memory are available"),
     (["--seed", "-1"], "--seed must be an integer from 0 to"),
     (["--steps", "0"], "--steps must be >= 1, got 0"),
@@ -62,9 +58,7 @@ def script():
 def test_unusable_outputs_and_sizes_are_refused_before_any_work(args, fragment, script, capsys, monkeypatch,
                                                                 tmp_path):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a_folder").mkdir()
-    (tmp_path / "file").write_text("a file")
-    (tmp_path / "old.json").write_text("earlier figures")
+    make_output_paths(tmp_path)
     monkeypatch.setattr(script, "build", lambda *a, **k: pytest.fail("built buffers despite bad input"))
     with writes_nothing(tmp_path), pytest.raises(SystemExit) as exc:
         script.main(["--members", "1", "--capacity", "500", *args])

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripttools import load_script, writes_nothing
+from scripttools import JSON_REFUSALS, load_script, make_output_paths, writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--total-steps", "400", "--n-envs", "4", "--learning-starts", "200", "--eval-freq", "200",
@@ -63,11 +63,7 @@ def bench_seeds():
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--json", "missing/x.json"], "its folder"),
-    (["--json", "a_folder"], "it is a folder"),
-    (["--json", "file/x.json"], "is not a folder"),
-    (["--json", "n" * 300 + ".json"], "bytes long"),
-    (["--json", "old.json"], "the file exists"),
+    *JSON_REFUSALS,
     (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
     (["--members", str(10**6)], "--members must be in [1, 4096]"),
     (["--child", "x", "1", "1", "CartPole-v1", "{}"], "--child is internal"),
@@ -76,9 +72,7 @@ def bench_seeds():
 def test_bench_seeds_checks_outputs_and_inputs_before_any_child_runs(args, fragment, bench_seeds, capsys, monkeypatch,
                                                                      tmp_path):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a_folder").mkdir()
-    (tmp_path / "file").write_text("a file")
-    (tmp_path / "old.json").write_text("earlier figures")
+    make_output_paths(tmp_path)
     monkeypatch.setattr(bench_seeds.subprocess, "run", lambda *a, **k: pytest.fail("a child ran despite bad input"))
     with writes_nothing(tmp_path), pytest.raises(SystemExit) as exc:
         bench_seeds.main(["--members", "1", "--repeats", "1", *args])

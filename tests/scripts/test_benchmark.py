@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripttools import load_script, writes_nothing
+from scripttools import JSON_REFUSALS, load_script, make_output_paths, writes_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
@@ -96,11 +96,7 @@ def script():
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--json", "missing/x.json"], "its folder"),
-    (["--json", "a_folder"], "it is a folder"),
-    (["--json", "file/x.json"], "is not a folder"),
-    (["--json", "n" * 300 + ".json"], "bytes long"),
-    (["--json", "old.json"], "the file exists"),
+    *JSON_REFUSALS,
     (["--out", "file"], "it is a file, not a folder"),
     (["--out", "file/runs"], "is not a folder"),
     (["--out", "n" * 300], "bytes long"),
@@ -114,9 +110,7 @@ def script():
 def test_every_output_is_checked_before_the_first_seed_trains(args, fragment, script, capsys, monkeypatch,
                                                               tmp_path):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a_folder").mkdir()
-    (tmp_path / "file").write_text("a file")
-    (tmp_path / "old.json").write_text("earlier figures")
+    make_output_paths(tmp_path)
     (tmp_path / "runs" / "seed3").mkdir(parents=True)
     (tmp_path / "runs" / "seed3" / "summary.json").write_text("{}")
     monkeypatch.setattr(script, "run_seed", lambda *a, **k: pytest.fail("trained despite bad input"))
