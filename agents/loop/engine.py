@@ -71,7 +71,8 @@ class Engine:
         solve_threshold: mean evaluation return that counts as solved; "env" (default) takes the env's
             `reward_threshold` (CartPole-v1: 475) if it has one; None never solves.
         callbacks: after the evaluator (logs, progress bar, checkpoints); see `agents.loop.events`.
-        stop: the flag `run` checks after every step (default: a new one); share one to stop it from outside.
+        stop: the flag `run` checks before every gradient step and evaluation step (default: a new one); share one
+            to stop it from outside.
 
     Raises:
         ValueError: bad seeds, `stop_when_solved` with evaluations too small to solve, or replay buffers for S

@@ -127,6 +127,9 @@ class Evaluator(Callback):
 
         Returns:
             Member s's row, None for a stopped member.
+
+        Raises:
+            StepCut: `loop.stop` was set during the evaluation; it recorded nothing, and runs again on resume.
         """
         t0 = time.perf_counter()
         loop.sync_time()

@@ -66,7 +66,8 @@ class StepCut(Exception):  # noqa: N818 (control flow: a cut step, not an error)
 
 
 class StopFlag:
-    """A request to end `Engine.run` after its current step; `reason` says why ("SIGINT", ...) or is None.
+    """A request to end `Engine.run` within one gradient step or evaluation step; `reason` says why ("SIGINT",
+    ...) or is None.
 
     Signal handlers set it (`agents.run.train.stop_on_signals`), so it is one object shared by the command, the engine
     and the final evaluation: a signal that arrives at any moment is seen by whichever of them runs next.

@@ -175,8 +175,8 @@ def train(
         progress: draw a tqdm bar (and one over the final evaluation's episodes).
         callbacks: extra callbacks, after the evaluator, the folder writer and the progress bar.
         handle_signals: while `train` runs, SIGINT/SIGTERM set `stop` (see `stop_on_signals`).
-        stop: the flag that ends the run after the current step; when it is set before the summaries are written,
-            their status is "interrupted".
+        stop: the flag that ends the run within one gradient step or evaluation step (the step it cuts is finished
+            on resume); when it is set before the summaries are written, their status is "interrupted".
         plot: draw every seed's learning_curve.png and (batch) aggregate.png when the run completes.
         notify: receives one-line notices for the user (resuming to the run's own total).
         make_env: `(n_envs, rngs) -> VecEnvLike` (default: `envs.VecEnv` of `env_id` with `env_backend`).

@@ -24,7 +24,7 @@ from agents.run.models import save_agent
 
 
 class CsvLog:
-    """Append-only CSV with a header; `trim(n)` keeps the first n rows (atomically) when a run resumes.
+    """Append-only CSV with a header; `keep(rows)` rewrites it (atomically) when a run resumes.
 
     It keeps a running SHA-256 of the bytes it has written (`digest`), which a checkpoint records, so a resume can
     tell a log edited since its checkpoint from one it wrote (`verify`).
@@ -77,12 +77,11 @@ class CsvLog:
                                       "(edited since it was saved): restore the log, or start a new run")
         return rows[: 1 + n_rows]
 
-    def trim(self, n_rows: int, digest: Sequence[Any] | None = None) -> None:
-        """Keep the first `n_rows` rows (checked by `verify`), dropping the rows written after the checkpoint."""
-        kept = self.verify(self.path, self.fields, n_rows, digest)
+    def keep(self, rows: Sequence[Sequence[str]]) -> None:
+        """Rewrite the log as `rows` (its header and the rows `verify` kept), dropping those after the checkpoint."""
         self._file.close()
         with atomic_open(self.path, "w") as f:
-            f.write(_csv_text(kept))
+            f.write(_csv_text(rows))
         self._rehash()
         self._file = open(self.path, "a", newline="")  # noqa: SIM115
 
@@ -102,14 +101,19 @@ class CsvLog:
 
 
 def check_logs(members: Sequence[RunFiles], episodes: Sequence[int], evals: Sequence[int],
-               digests: dict[str, Any] | None = None) -> None:
+               digests: dict[str, Any] | None = None) -> dict[str, list[list[list[str]]]]:
     """Raise `CheckpointError` unless every member's progress.csv and evals.csv hold the rows a checkpoint counts
     (`episodes[s]`, `evals[s]`), unchanged since it recorded them (`digests`: `FolderWriter.log_digests()`, None
-    for a checkpoint from before they were recorded: the rows are then checked by their numbering only)."""
-    recorded = digests or {}
+    for a checkpoint from before they were recorded: the rows are then checked by their numbering only).
+
+    Returns:
+        `{"progress": [...], "evals": [...]}`: per member, the header and the rows the checkpoint counts.
+    """
+    recorded, kept = digests or {}, {}
     for kind, counts, fields in (("progress", episodes, EpisodeRow._fields), ("evals", evals, EvalRow._fields)):
-        for files, n, digest in zip(members, counts, recorded.get(kind) or [None] * len(members), strict=True):
-            CsvLog.verify(getattr(files, kind), fields, int(n), digest)
+        kept[kind] = [CsvLog.verify(getattr(files, kind), fields, int(n), digest) for files, n, digest
+                      in zip(members, counts, recorded.get(kind) or [None] * len(members), strict=True)]
+    return kept
 
 
 def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
@@ -183,11 +187,10 @@ class FolderWriter(Callback):
     def trim(self, episodes: Sequence[int], evals: Sequence[int], digests: dict[str, Any] | None = None) -> None:
         """Drop the log rows written after the checkpoint a run resumes from (they come again), every log checked
         first (`check_logs`), so a refusal leaves every log as it was."""
-        check_logs(self.files, episodes, evals, digests)
-        recorded = digests or {}
-        for kind, logs, counts in (("progress", self.progress, episodes), ("evals", self.evals, evals)):
-            for log, n, digest in zip(logs, counts, recorded.get(kind) or [None] * len(logs), strict=True):
-                log.trim(int(n), digest)
+        kept = check_logs(self.files, episodes, evals, digests)
+        for kind, logs in (("progress", self.progress), ("evals", self.evals)):
+            for log, rows in zip(logs, kept[kind], strict=True):
+                log.keep(rows)
 
     def close(self) -> None:
         for log in (*self.progress, *self.evals):
